@@ -1,0 +1,235 @@
+"""Job specs: one Pydantic model per family, selected by the `family` field.
+
+`load_spec` reads YAML or JSON text (or a dict), applies `--set dotted.key=value` overrides and
+validates everything at once; a bad spec raises `SpecError`, whose `errors` name each bad field
+with the allowed values. Importing this package never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+import yaml
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from core.spec.common import BaseJobSpec
+from core.spec.graph_transformer import GraphTransformerSpec
+from core.spec.graphsage import GraphSageSkipGramSpec
+
+__all__ = [
+    "FAMILIES",
+    "BaseJobSpec",
+    "GraphSageSkipGramSpec",
+    "JobSpec",
+    "SpecError",
+    "apply_overrides",
+    "dump_spec",
+    "load_spec",
+    "parse_spec_text",
+]
+
+# Every family's spec model. Add a family here and nowhere else.
+_FAMILY_MODELS: tuple[type[BaseJobSpec], ...] = (GraphSageSkipGramSpec, GraphTransformerSpec)
+
+FAMILIES: tuple[str, ...] = tuple(
+    get_args(m.model_fields["family"].annotation)[0] for m in _FAMILY_MODELS
+)
+
+JobSpec = Annotated[
+    GraphSageSkipGramSpec | GraphTransformerSpec,  # `A | B | ...` as families are added
+    Field(discriminator="family"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+
+
+class SpecError(ValueError):
+    """A spec that cannot be loaded; `errors` is a list of {loc, msg, allowed?} dicts."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        self.errors = errors
+        lines = [f"{e['loc'] or '<spec>'}: {e['msg']}" for e in errors]
+        super().__init__("invalid spec:\n  " + "\n  ".join(lines))
+
+
+def parse_spec_text(text: str | bytes) -> dict[str, Any]:
+    """Parse YAML or JSON (JSON is YAML) with `yaml.safe_load`: no tags, no Python objects,
+    and no anchors or aliases (a small text could otherwise expand exponentially)."""
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            raise SpecError([{"loc": "", "msg": "YAML anchors and aliases are not allowed"}])
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([{"loc": "", "msg": f"not valid YAML or JSON: {exc}"}]) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            [{"loc": "", "msg": f"a spec is a mapping of sections, got {type(data).__name__}"}]
+        )
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Set `dotted.key=value` pairs (values parsed as YAML scalars/lists) on a copy of `data`."""
+    out = json.loads(json.dumps(data))
+    errors = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            errors.append({"loc": item, "msg": "an override is dotted.key=value"})
+            continue
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                errors.append({"loc": key, "msg": f"{part!r} is not a section"})
+                break
+            node = child
+        else:
+            try:
+                node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError as exc:
+                errors.append({"loc": key, "msg": f"value is not valid YAML: {exc}"})
+    if errors:
+        raise SpecError(errors)
+    return out
+
+
+def _allowed_fields(loc: tuple[Any, ...], data: Any) -> list[str] | None:
+    """The field names allowed where `loc` points, by walking the family model along `loc`."""
+    model: type[BaseModel] | None = _pick_model(_FAMILY_MODELS, data)
+    node = data
+    candidates: list[type[BaseModel]] = []
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list section: pick its model by the item
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            model = _pick_model(candidates, node)
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        candidates = [
+            a
+            for a in _flatten(model.model_fields[part].annotation)
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        model = _pick_model(candidates, node)
+    return sorted(model.model_fields) if model is not None else None
+
+
+def _pick_model(models: Iterable[type[BaseModel]], node: Any) -> type[BaseModel] | None:
+    """The one model of a (discriminated) union that `node` selects, if any."""
+    models = list(models)
+    if len(models) == 1:
+        return models[0]
+    for model in models:
+        for name, field in model.model_fields.items():
+            tags = get_args(field.annotation)
+            if (
+                isinstance(node, dict)
+                and tags
+                and len(tags) == 1  # a union's tag field is a one-value Literal
+                and node.get(name) == tags[0]
+            ):
+                return model
+    return None
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    args = get_args(annotation)
+    if not args:
+        return [annotation]
+    return [leaf for arg in args for leaf in _flatten(arg)]
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """Drop the union tags pydantic inserts into a location (`data.planetoid.name`)."""
+    out: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and part in node.values():
+            continue  # a tag such as the value of `family` or `format`
+        out.append(part)
+        node = (
+            node.get(part)
+            if isinstance(node, dict)
+            else (
+                node[part]
+                if isinstance(node, list) and isinstance(part, int) and part < len(node)
+                else None
+            )
+        )
+    return tuple(out)
+
+
+def _format_errors(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(err["loc"]), data)
+        ctx = err.get("ctx") or {}
+        msg = err["msg"].removeprefix("Value error, ")
+        entry: dict[str, Any] = {"loc": ".".join(map(str, loc)), "msg": msg}
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(loc, data)
+            if allowed:
+                entry["allowed"] = allowed
+                entry["msg"] = f"unknown field; allowed: {', '.join(allowed)}"
+        elif err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            tag = str(ctx.get("discriminator", "")).strip("'")
+            entry["loc"] = ".".join([*map(str, loc), tag])
+            if err["type"] == "union_tag_not_found":
+                entry["msg"] = "missing"
+            else:
+                entry["allowed"] = _split_expected(ctx.get("expected_tags"))
+                entry["msg"] = (
+                    f"unknown {tag} {ctx.get('tag')!r}; allowed: {', '.join(entry['allowed'])}"
+                )
+        elif err["type"] == "literal_error":
+            entry["allowed"] = _split_expected(ctx.get("expected"))
+        errors.append(entry)
+    return errors
+
+
+def _split_expected(expected: Any) -> list[str]:
+    text = str(expected or "").replace(" or ", ", ")
+    return [v.strip().strip("'") for v in text.split(",") if v.strip()]
+
+
+def load_spec(
+    source: str | bytes | Path | Mapping[str, Any], overrides: Iterable[str] = ()
+) -> BaseJobSpec:
+    """Load a spec from YAML/JSON text, a file path or a dict; raise `SpecError` if it is bad."""
+    if isinstance(source, Path):
+        try:
+            text = source.read_text()
+        except OSError as exc:
+            raise SpecError([{"loc": "", "msg": f"cannot read {source}: {exc.strerror}"}]) from None
+        data = parse_spec_text(text)
+    elif isinstance(source, str | bytes):
+        data = parse_spec_text(source)
+    else:
+        data = dict(source)
+    data = apply_overrides(data, overrides)
+    if "family" not in data:
+        raise SpecError(
+            [
+                {
+                    "loc": "family",
+                    "msg": f"missing; allowed: {', '.join(FAMILIES)}",
+                    "allowed": list(FAMILIES),
+                }
+            ]
+        )
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(exc, data)) from None
+
+
+def dump_spec(spec: BaseJobSpec) -> str:
+    """The spec as YAML, every default written out (what `spec.yaml` in a run holds)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

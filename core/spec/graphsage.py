@@ -1,0 +1,132 @@
+"""Spec of the `graphsage_skipgram` family: node embeddings from random-walk co-occurrence."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from core.spec.common import BaseJobSpec, Section
+
+
+class PlanetoidData(Section):
+    """A Planetoid dataset in PyG's raw layout: `<data root>/<name>/raw/ind.<name>.*`."""
+
+    format: Literal["planetoid"]
+    name: Literal["Cora", "CiteSeer", "PubMed"] = "Cora"
+    normalize_features: bool = Field(default=True, description="rows of x sum to 1")
+
+
+class EdgeListData(Section):
+    """A user edge list: CSV/TSV with `src,dst` columns, paths relative to the data root.
+
+    Without `features_path`, nodes get `features: learnable` (a trained embedding table) or
+    `one_hot` (identity features).
+    """
+
+    format: Literal["edge_list"]
+    path: Annotated[str, Field(min_length=1)]
+    features_path: str | None = None
+    labels_path: str | None = None
+    features: Literal["file", "learnable", "one_hot"] | None = Field(
+        default=None, description="default: 'file' with features_path, else 'learnable'"
+    )
+    learnable_dim: Annotated[int, Field(ge=1, le=4096)] = 64
+    directed: bool = False
+    normalize_features: bool = False
+
+    @field_validator("path", "features_path", "labels_path")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = PurePosixPath(value.replace("\\", "/")).parts
+        if value.startswith(("/", "\\")) or ".." in parts or ":" in value:
+            raise ValueError(
+                "must be a path relative to the data root, without '..' (e.g. 'mygraph/edges.csv')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _features_source(self) -> EdgeListData:
+        if self.features == "file" and not self.features_path:
+            raise ValueError("data.features is 'file' but data.features_path is not set")
+        if self.features_path and self.features not in (None, "file"):
+            raise ValueError(
+                f"data.features is {self.features!r} but data.features_path is set; "
+                "drop one of them"
+            )
+        return self
+
+    @property
+    def feature_source(self) -> Literal["file", "learnable", "one_hot"]:
+        if self.features is not None:
+            return self.features
+        return "file" if self.features_path else "learnable"
+
+
+GraphData = Annotated[PlanetoidData | EdgeListData, Field(discriminator="format")]
+
+
+class WalkSpec(Section):
+    walks_per_node: Annotated[int, Field(ge=1, le=1000)] = 10
+    walk_length: Annotated[int, Field(ge=2, le=1000)] = 20
+    window: Annotated[int, Field(ge=1, le=100)] = 5
+    mode: Literal["materialized", "streaming"] = Field(
+        default="materialized",
+        description="materialized: walks and pairs once; streaming: new walks every epoch, "
+        "generated chunk by chunk so all pairs never sit in memory",
+    )
+    epoch_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1.0, description="fraction of the training pairs one epoch visits"
+    )
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> WalkSpec:
+        if self.window >= self.walk_length:
+            raise ValueError(
+                f"walks.window ({self.window}) must be smaller than walks.walk_length "
+                f"({self.walk_length})"
+            )
+        return self
+
+
+class NegativeSpec(Section):
+    per_positive: Annotated[int, Field(ge=1, le=100)] = 5
+    power: Annotated[float, Field(ge=0, le=2, description="degree exponent")] = 0.75
+
+
+class ValidationSpec(Section):
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    max_val_pairs: Annotated[int, Field(ge=1)] = 200_000
+
+
+class SageModelSpec(Section):
+    layers: Annotated[int, Field(ge=1, le=8)] = 2
+    hidden_dim: Annotated[int, Field(ge=1, le=8192)] = 256
+    out_dim: Annotated[int, Field(ge=1, le=8192)] = 128
+    aggregator: Literal["mean", "max", "sum"] = "mean"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    normalize: bool = Field(default=True, description="L2-normalise the output embeddings")
+    temperature: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="logits are dot products divided by this"
+    )
+    activation: Literal["relu", "gelu", "elu", "prelu"] = "relu"
+
+
+class ProbeSpec(Section):
+    """Logistic-regression probe of the frozen embeddings (needs labels and splits)."""
+
+    enabled: bool = True
+    every_n_epochs: Annotated[int, Field(ge=1)] = 5
+
+
+class GraphSageSkipGramSpec(BaseJobSpec):
+    family: Literal["graphsage_skipgram"]
+    data: GraphData
+    walks: WalkSpec = Field(default_factory=WalkSpec)
+    negatives: NegativeSpec = Field(default_factory=NegativeSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    model: SageModelSpec = Field(default_factory=SageModelSpec)
+    probe: ProbeSpec = Field(default_factory=ProbeSpec)
