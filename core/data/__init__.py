@@ -1,0 +1,1 @@
+"""Datasets of the training core, read from the data roots without downloading anything."""
