@@ -1,0 +1,1 @@
+"""Models of the families, built from PyG layers through closed registries."""
