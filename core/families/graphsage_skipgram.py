@@ -1,0 +1,207 @@
+"""GraphSAGE + skip-gram: unsupervised node embeddings from random-walk co-occurrence pairs.
+
+Each step runs one full-graph forward and scores a large batch of (target, context) pairs
+against degree-biased negatives, so a step costs the same whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import to_torch_csr_tensor
+
+from core.data.graphs import NodeGraph, load_graph
+from core.models.sage import GraphSAGE
+from core.probe import probe_accuracy
+from core.spec.graphsage import EdgeListData, GraphSageSkipGramSpec
+from core.task import Artifact, RunContext, Task
+from core.walks import (
+    CSR,
+    NegativeSampler,
+    PairBatch,
+    PairBatcher,
+    StreamingPairBatcher,
+    random_walks,
+    window_pairs,
+)
+
+log = logging.getLogger(__name__)
+
+_EVAL_CHUNK = 32_768  # pairs scored at once when evaluating
+
+
+def _objective(model: nn.Module) -> Callable[..., Tensor]:
+    """The skip-gram loss of the (possibly DDP-wrapped) GraphSAGE model."""
+    return getattr(model, "module", model).loss
+
+
+class GraphSageSkipGramTask(Task):
+    spec: GraphSageSkipGramSpec
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self.graph: NodeGraph | None = None
+        self.val_batch: PairBatch | None = None
+
+    # --- data and model -------------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        spec, device = self.spec, self.ctx.device
+        graph = load_graph(spec.data).to(device)
+        self.graph = graph
+        # Messages flow src -> dst, so the layers take the transposed adjacency; as a sparse CSR
+        # matrix they aggregate with one sparse matmul instead of gathering every edge's row.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's "sparse CSR is beta"
+            self.adj_t = to_torch_csr_tensor(
+                graph.edge_index.flip(0), size=(graph.num_nodes, graph.num_nodes)
+            )
+            # Sparse features (bag-of-words) stay sparse: the model projects them first.
+            self.x = graph.x
+            if graph.x is not None and (graph.x != 0).float().mean() < 0.25:
+                self.x = graph.x.to_sparse_csr()
+        csr = CSR.from_edge_index(graph.edge_index, graph.num_nodes)
+        sampler = NegativeSampler(csr.degree, spec.negatives.power)
+        seed = spec.training.seed  # the same on every rank: ranks share the pair stream
+        gen = torch.Generator(device=device).manual_seed(seed)
+        w = spec.walks
+        per_rank_check = spec.training.batch_size // self.ctx.world_size
+        if per_rank_check == 0:
+            raise ValueError(
+                f"training.batch_size ({spec.training.batch_size}) is smaller than "
+                f"resources.devices ({self.ctx.world_size})"
+            )
+        if w.mode == "materialized":
+            starts = torch.arange(graph.num_nodes, device=device).repeat(w.walks_per_node)
+            pairs = window_pairs(random_walks(csr, starts, w.walk_length, gen), w.window)
+            pairs = pairs[torch.randperm(pairs.size(0), generator=gen, device=device)]
+            n_val = min(
+                int(pairs.size(0) * spec.validation.val_fraction), spec.validation.max_val_pairs
+            )
+            val_pairs, train_pairs = pairs[:n_val], pairs[n_val:]
+            self.batcher: PairBatcher | StreamingPairBatcher = PairBatcher(
+                train_pairs,
+                sampler,
+                spec.training.batch_size,
+                spec.negatives.per_positive,
+                seed,
+                w.epoch_fraction,
+            )
+            log.info("%d training pairs, %d validation pairs", train_pairs.size(0), n_val)
+        else:
+            # Validation pairs come from one separate pass of walks, held fixed.
+            starts = torch.arange(graph.num_nodes, device=device)
+            pairs = window_pairs(random_walks(csr, starts, w.walk_length, gen), w.window)
+            n_val = min(
+                int(pairs.size(0) * spec.validation.val_fraction) or pairs.size(0),
+                spec.validation.max_val_pairs,
+            )
+            val_pairs = pairs[torch.randperm(pairs.size(0), generator=gen, device=device)[:n_val]]
+            self.batcher = StreamingPairBatcher(
+                csr,
+                sampler,
+                walks_per_node=w.walks_per_node,
+                walk_length=w.walk_length,
+                window=w.window,
+                batch_size=spec.training.batch_size,
+                negatives_per_positive=spec.negatives.per_positive,
+                seed=seed,
+                epoch_fraction=w.epoch_fraction,
+            )
+        if spec.validation.val_fraction > 0 and val_pairs.size(0) > 0:
+            negatives = sampler.sample((val_pairs.size(0), spec.negatives.per_positive), gen)
+            self.val_batch = PairBatch(val_pairs[:, 0], val_pairs[:, 1], negatives)
+        return self._make_model(graph).to(device)
+
+    def _make_model(self, graph: NodeGraph) -> GraphSAGE:
+        m = self.spec.model
+        learnable = None
+        in_dim = graph.x.size(1) if graph.x is not None else 0
+        if graph.x is None:  # no features: the input is a trained table (edge lists only)
+            assert isinstance(self.spec.data, EdgeListData)
+            learnable = graph.num_nodes
+            in_dim = self.spec.data.learnable_dim
+        return GraphSAGE(
+            in_dim,
+            m.hidden_dim,
+            m.out_dim,
+            layers=m.layers,
+            aggregator=m.aggregator,
+            dropout=m.dropout,
+            normalize=m.normalize,
+            temperature=m.temperature,
+            activation=m.activation,
+            num_learnable_nodes=learnable,
+        )
+
+    # --- the loop's side of the seam ----------------------------------------------------------
+
+    def train_batches(self, epoch: int) -> Iterable[PairBatch]:
+        return self.batcher.batches(epoch, self.ctx.rank, self.ctx.world_size)
+
+    def _embed(self, model: nn.Module) -> Tensor:
+        assert self.graph is not None
+        return model(self.x, self.adj_t)  # [N, out_dim]
+
+    def training_loss(self, model: nn.Module, batch: PairBatch) -> Tensor:
+        z = self._embed(model)  # through DDP's forward; the objective is the model's own
+        return _objective(model)(z, batch.targets, batch.contexts, batch.negatives)
+
+    def evaluate(self, model: nn.Module, split: str, epoch: int) -> dict[str, float]:
+        if split != "val" or self.val_batch is None:
+            return {}
+        z = self._embed(model).float()
+        loss_fn = _objective(model)
+        vb, total = self.val_batch, torch.zeros((), device=z.device)
+        for start in range(0, len(vb), _EVAL_CHUNK):
+            part = slice(start, start + _EVAL_CHUNK)
+            loss = loss_fn(z, vb.targets[part], vb.contexts[part], vb.negatives[part])
+            total += loss * vb.targets[part].numel()
+        return {"val_loss": float(total / len(vb))}
+
+    def _has_labels(self) -> bool:
+        g = self.graph
+        return (
+            self.spec.probe.enabled
+            and g is not None
+            and g.y is not None
+            and all(k in g.masks for k in ("train", "val", "test"))
+        )
+
+    def metric_names(self) -> set[str]:
+        names = {"val_loss"} if self.spec.validation.val_fraction > 0 else set()
+        if self._has_labels():
+            names |= {"probe_val_acc", "probe_test_acc"}
+        return names
+
+    def epoch_metrics(self, model: nn.Module, epoch: int, final: bool) -> dict[str, float]:
+        if not self._has_labels() or not (final or epoch % self.spec.probe.every_n_epochs == 0):
+            return {}
+        assert self.graph is not None and self.graph.y is not None
+        return probe_accuracy(self._embed(model), self.graph.y, self.graph.masks)
+
+    def predict(self, model: nn.Module, split: str) -> dict[str, Tensor]:
+        """`{"embeddings"}` [N, out_dim] of every node (`split` names no subset here)."""
+        return {"embeddings": self._embed(model).float()}
+
+    def write_outputs(self, model: nn.Module, run_dir: Path) -> list[Artifact]:
+        assert self.graph is not None
+        z = self._embed(model).float().cpu().numpy().astype(np.float32)  # [N, out_dim]
+        np.save(run_dir / "embeddings.npy", z)
+        with open(run_dir / "node_ids.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["row", "node_id"])
+            writer.writerows(enumerate(self.graph.node_ids))
+        return [
+            Artifact(
+                "embeddings", "embeddings.npy", extra={"shape": list(z.shape), "dtype": "float32"}
+            ),
+            Artifact("node_ids", "node_ids.csv"),
+        ]

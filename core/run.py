@@ -1,0 +1,103 @@
+"""`python -m core.run SPEC --out DIR`: one training run, on one rank of a torchrun group or
+alone. Rank 0 writes `spec.yaml`, the metrics, checkpoints, outputs and `summary.json`; a rank
+that fails writes `error.json` with the root cause."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from core import distributed as D
+from core.spec import BaseJobSpec, SpecError, dump_spec, load_spec
+
+log = logging.getLogger("core.run")
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint to resume a run directory from: `checkpoints/last.pt`, else the newest."""
+    ckpts = run_dir / "checkpoints"
+    last = ckpts / "last.pt"
+    if last.exists():
+        return last
+    found = sorted(ckpts.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def train(
+    spec: BaseJobSpec, out_dir: Path, resume: str | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Train `spec` into `out_dir` on this process's rank; returns the summary (rank 0)."""
+    from core.checkpoint import atomic_write_bytes
+    from core.families import get_task_class
+    from core.task import RunContext
+    from core.trainer import Trainer
+
+    info = D.init_distributed(spec.resources.accelerator, spec.resources.threads)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if info.rank == 0:
+            atomic_write_bytes(out_dir / "spec.yaml", dump_spec(spec).encode())
+        ctx = RunContext(spec, out_dir, info.device, info.rank, info.world_size)
+        trainer = Trainer(get_task_class(spec.family)(ctx), progress=progress)  # type: ignore[attr-defined]
+        resume_path = None
+        if resume == "auto":
+            resume_path = find_resume_checkpoint(out_dir)
+        elif resume:
+            resume_path = Path(resume)
+        return trainer.fit(resume_from=resume_path)
+    finally:
+        D.cleanup()
+
+
+def write_error(out_dir: Path, exc: BaseException) -> None:
+    import os
+
+    rank = int(os.environ.get("RANK", "0"))
+    payload = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "rank": rank,
+        "traceback": traceback.format_exc(),
+    }
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = "error.json" if rank == 0 else f"error-rank{rank}.json"
+        (out_dir / name).write_text(json.dumps(payload, indent=2))
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.run", description=__doc__)
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--resume", default=None, help="'auto' or a checkpoint path")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        spec = load_spec(args.spec, args.overrides)
+        summary = train(spec, args.out, args.resume, args.progress)
+    except SpecError as exc:
+        write_error(args.out, exc)
+        print(exc, file=sys.stderr)
+        return 2
+    except BaseException as exc:
+        write_error(args.out, exc)
+        log.exception("training failed")
+        return 1
+    if summary:
+        log.info("done: %s", json.dumps(summary.get("best_metrics", {})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
