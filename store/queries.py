@@ -1,0 +1,411 @@
+"""Queries shared by the API and the workers.
+
+Functions take a session and leave committing to the caller (`store.db.session_scope`). Every
+state change is one conditional `UPDATE`, so two processes racing on a job cannot both win.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from numbers import Real
+from typing import Any
+
+from sqlalchemy import (
+    Insert,
+    Integer,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from store.models import (
+    FINISHED_STATUSES,
+    Artifact,
+    Dataset,
+    Job,
+    JobStatus,
+    Metric,
+    new_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+def create_job(
+    session: Session, owner_id: int, spec: Mapping[str, Any], *, family: str, name: str
+) -> Job:
+    """Add a queued job for a validated spec (`spec.model_dump(mode="json")`)."""
+    job_id = new_id()
+    job = Job(
+        id=job_id,
+        owner_id=owner_id,
+        family=family,
+        name=name,
+        spec=dict(spec),
+        status=JobStatus.QUEUED,
+        run_dir=job_id,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+_OWNED_JOB = select(Job).where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
+
+
+def get_owned_job(session: Session, job_id: str, owner_id: int) -> Job | None:
+    """The job if `owner_id` owns it, else None (another owner's job is as missing)."""
+    return session.scalar(_OWNED_JOB, {"job_id": job_id, "owner_id": owner_id})
+
+
+def get_job(session: Session, job_id: str) -> Job | None:
+    """The job with this id, freshly read, or None."""
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
+    """Move a queued job to running for `worker`; None if it is not queued (already claimed,
+    cancelled or gone), so a duplicate delivery does nothing."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.RUNNING,
+            worker=worker,
+            attempt=Job.attempt + 1,
+            started_at=now,
+            finished_at=None,
+            error=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        log.info("job %s not claimed by %s: not queued", job_id, worker)
+        return None
+    return get_job(session, job_id)
+
+
+def set_progress(session: Session, job_id: str, progress: float) -> None:
+    """Record a running job's progress (clamped to 0..1); also its heartbeat (`updated_at`)."""
+    progress = min(max(float(progress), 0.0), 1.0)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(progress=progress, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_job(session: Session, job_id: str, status: str, error: str | None = None) -> bool:
+    """Move a running job to succeeded/failed/cancelled; False if it was not running."""
+    status = JobStatus(status)
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"finish_job status {status!r}; allowed: {sorted(FINISHED_STATUSES)}")
+    values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow()}
+    if status == JobStatus.SUCCEEDED:
+        values["progress"] = 1.0
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(**values, updated_at=values["finished_at"])
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        log.warning("finish_job(%s, %s): the job was not running", job_id, status)
+        return False
+    return True
+
+
+def requeue_job(session: Session, job_id: str, stale_before: datetime | None = None) -> bool:
+    """Give a running job back to the queue for a retry; False if it is not running, a cancel
+    was requested (finish it as cancelled instead) or, with `stale_before`, its worker has
+    reported since then."""
+    conditions = [
+        Job.id == job_id,
+        Job.status == JobStatus.RUNNING,
+        Job.cancel_requested.is_(False),
+    ]
+    if stale_before is not None:
+        conditions.append(Job.updated_at < stale_before)
+    result = session.execute(
+        update(Job)
+        .where(*conditions)
+        .values(status=JobStatus.QUEUED, worker=None, started_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def stale_running_jobs(session: Session, stale_before: datetime) -> list[str]:
+    """Ids of running jobs whose worker has not reported (`updated_at`) since `stale_before`."""
+    return list(
+        session.scalars(
+            select(Job.id).where(Job.status == JobStatus.RUNNING, Job.updated_at < stale_before)
+        )
+    )
+
+
+def cancel_stale_job(session: Session, job_id: str, stale_before: datetime) -> bool:
+    """Finish as cancelled a running job whose cancel was requested and whose worker has not
+    reported since `stale_before` (nobody is left to stop it)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.RUNNING,
+            Job.cancel_requested.is_(True),
+            Job.updated_at < stale_before,
+        )
+        .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def request_cancel(session: Session, job_id: str) -> bool:
+    """Cancel a queued job now, or ask the worker to stop a running one.
+
+    False if the job is already finished (or gone).
+    """
+    now = utcnow()
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if cancelled.rowcount == 1:
+        return True
+    # Not queued (any more): a worker may have claimed it in between; ask it to stop.
+    flagged = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return flagged.rowcount == 1
+
+
+def fail_queued_job(session: Session, job_id: str, error: str) -> None:
+    """Mark a job that never reached the queue as failed."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.FAILED, error=error, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    """Whether the job should stop: a cancel was requested, or the job is gone."""
+    flag = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return True if flag is None else bool(flag)
+
+
+def list_jobs(
+    session: Session,
+    owner_id: int,
+    *,
+    status: str | None = None,
+    family: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[Job], int]:
+    """An owner's jobs, newest first, and how many match in all."""
+    where = [Job.owner_id == owner_id]
+    if status is not None:
+        where.append(Job.status == status)
+    if family is not None:
+        where.append(Job.family == family)
+    count = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    rows = session.scalars(
+        select(Job)
+        .where(*where)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return list(rows), count
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def upsert_metric(
+    session: Session, job_id: str, attempt: int, epoch: int, values: Mapping[str, Any]
+) -> None:
+    """Store one epoch's metrics; a retry of the same (attempt, epoch) replaces the row."""
+    stmt = _insert(session, Metric.__table__).values(
+        job_id=job_id, attempt=attempt, epoch=epoch, values=_json_safe(values), created_at=utcnow()
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "attempt", "epoch"],
+        set_={"values": stmt.excluded["values"], "created_at": stmt.excluded.created_at},
+    )
+    session.execute(stmt)
+
+
+@dataclass
+class MetricsPage:
+    """A job's state and some of its metric rows; `values` stay JSON text, for responses."""
+
+    attempt: int
+    status: str
+    rows: list[tuple[int, str]]  # (epoch, values as JSON text), in epoch order
+
+
+# Built once: the hot polling path then only binds values (building and keying a statement on
+# every call cost three times its execution).
+_METRICS_PAGE = (
+    select(Job.attempt, Job.status, Metric.epoch, cast(Metric.values, Text))
+    .outerjoin(
+        Metric,
+        and_(
+            Metric.job_id == Job.id,
+            Metric.attempt == func.coalesce(bindparam("attempt", type_=Integer), Job.attempt),
+            Metric.epoch > bindparam("after_epoch"),
+        ),
+    )
+    .where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
+    .order_by(Metric.epoch)
+    .limit(bindparam("limit"))
+)
+
+
+def metrics_page(
+    session: Session,
+    job_id: str,
+    owner_id: int,
+    *,
+    attempt: int | None = None,
+    after_epoch: int = -1,
+    limit: int = 10_000,
+) -> MetricsPage | None:
+    """The owner's job's status and its rows of `attempt` (default: the latest) with epoch >
+    `after_epoch`, in one query (this is what every dashboard polls); None if no such job."""
+    params = {"job_id": job_id, "owner_id": owner_id, "attempt": attempt,
+              "after_epoch": after_epoch, "limit": limit}  # fmt: skip
+    rows = session.execute(_METRICS_PAGE, params).all()
+    if not rows:
+        return None
+    job_attempt, status = rows[0][0], rows[0][1]
+    return MetricsPage(
+        attempt=job_attempt if attempt is None else attempt,
+        status=status,
+        rows=[(epoch, values) for _, _, epoch, values in rows if epoch is not None],
+    )
+
+
+def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain JSON values: numpy/torch scalars become floats/ints, NaN and inf become None."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None or isinstance(value, str | int):  # bool is an int
+            out[str(key)] = value
+        elif isinstance(value, Real) or hasattr(value, "item"):
+            number = float(value)
+            out[str(key)] = number if math.isfinite(number) else None
+        else:
+            out[str(key)] = value
+    return out
+
+
+# --- artifacts ----------------------------------------------------------------------------------
+
+
+def upsert_artifact(
+    session: Session,
+    job_id: str,
+    *,
+    kind: str,
+    name: str,
+    path: str,
+    size: int,
+    sha256: str,
+    epoch: int | None = None,
+    tag: str | None = None,
+) -> None:
+    """Record a file a run wrote (`path` relative to the artifact root), replacing a same-named
+    one."""
+    row = {"kind": kind, "path": path, "size": size, "sha256": sha256, "epoch": epoch, "tag": tag}
+    stmt = _insert(session, Artifact.__table__).values(
+        job_id=job_id, name=name, created_at=utcnow(), **row
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "name"],
+        set_={key: stmt.excluded[key] for key in [*row, "created_at"]},
+    )
+    session.execute(stmt)
+
+
+def delete_artifact(session: Session, job_id: str, name: str) -> None:
+    """Forget an artifact (e.g. a checkpoint rotated out of the top k)."""
+    session.execute(delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+
+
+def list_artifacts(session: Session, job_id: str, kind: str | None = None) -> list[Artifact]:
+    """A job's artifacts, optionally of one kind, oldest first."""
+    stmt = select(Artifact).where(Artifact.job_id == job_id)
+    if kind is not None:
+        stmt = stmt.where(Artifact.kind == kind)
+    return list(session.scalars(stmt.order_by(Artifact.created_at, Artifact.id)))
+
+
+def find_artifact(
+    session: Session,
+    job_id: str,
+    *,
+    name: str | None = None,
+    kind: str | None = None,
+    tag: str | None = None,
+) -> Artifact | None:
+    """The newest artifact of a job matching every given field."""
+    stmt = select(Artifact).where(Artifact.job_id == job_id)
+    if name is not None:
+        stmt = stmt.where(Artifact.name == name)
+    if kind is not None:
+        stmt = stmt.where(Artifact.kind == kind)
+    if tag is not None:
+        stmt = stmt.where(Artifact.tag == tag)
+    return session.scalars(stmt.order_by(Artifact.created_at.desc(), Artifact.id.desc())).first()
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+def list_datasets(session: Session, owner_id: int) -> list[Dataset]:
+    """An owner's datasets by name."""
+    return list(
+        session.scalars(select(Dataset).where(Dataset.owner_id == owner_id).order_by(Dataset.name))
+    )
+
+
+def _insert(session: Session, table: Table) -> Insert:
+    """The dialect's INSERT, which has `on_conflict_do_update` (PostgreSQL and SQLite)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"upserts need PostgreSQL or SQLite, not {dialect}")
+    return insert(table)
