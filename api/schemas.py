@@ -1,0 +1,83 @@
+"""Request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobPublic(Public):
+    id: str
+    name: str
+    family: str
+    status: str
+    cancel_requested: bool
+    attempt: int
+    progress: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    worker: str | None
+    error: str | None
+    spec: dict[str, Any]
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class MetricPublic(BaseModel):
+    epoch: int
+    values: dict[str, Any]
+
+
+class MetricsPublic(BaseModel):
+    """Metric rows of one attempt; `status` tells a poller when to stop."""
+
+    data: list[MetricPublic]
+    count: int
+    attempt: int
+    status: str
+
+
+class ArtifactPublic(Public):
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    epoch: int | None
+    tag: str | None
+    created_at: datetime
+
+
+class ArtifactsPublic(BaseModel):
+    data: list[ArtifactPublic]
+    count: int
+
+
+class DatasetPublic(Public):
+    """An upload; `path` is what a spec's `data.path` names (relative to the owner's uploads)."""
+
+    name: str
+    path: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class Health(BaseModel):
+    status: str
+    revision: str | None = None

@@ -1,0 +1,13 @@
+"""The same route tests on the embedded SQLite database (one machine, no PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_api import *  # noqa: F403
+from tests.test_api_files import *  # noqa: F403
+
+
+@pytest.fixture
+def db_url(sqlite_url: str) -> str:
+    return sqlite_url
