@@ -1,0 +1,417 @@
+"""The worker's supervision of a training process group, against real PostgreSQL.
+
+A fake training command (a small script that behaves like `core.run` under torchrun: it writes
+`metrics.jsonl` lines over time, starts a child in its own session like torchrun's ranks, and
+writes `error.json` when it fails) drives `worker.runner.run_job` directly, so these tests take
+seconds. `tests/test_e2e.py` runs the real core through a real Celery worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from store import queries
+from store.db import session_scope
+from store.keys import get_or_create_owner
+from store.models import Artifact, Job, Metric, utcnow
+from store.settings import Settings
+from worker.recovery import requeue_orphans
+from worker.runner import LOST, REQUEUED, RunnerOptions, WorkerContext, run_job
+from worker.tail import JsonlTail
+
+FAKE_TRAINING = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, time
+    out, mode, epochs, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    # Like torchrun's ranks: a child in its own session, which a group kill alone would miss.
+    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                            start_new_session=True)
+    with open(os.path.join(out, "pids.txt"), "a") as f:
+        f.write(f"{os.getpid()} {rank.pid}\\n")
+    def append(name, obj):
+        with open(os.path.join(out, name), "a") as f:
+            f.write(json.dumps(obj) + "\\n")
+    try:
+        for epoch in range(1, epochs + 1):
+            time.sleep(delay)
+            append("metrics.jsonl", {"epoch": epoch, "step": 10 * epoch, "train_loss": 1 / epoch})
+            append("artifacts.jsonl", {"event": "created", "kind": "checkpoint",
+                   "path": f"checkpoints/epoch-{epoch:04d}.pt", "size": epoch, "sha256": "ab",
+                   "epoch": epoch, "tag": "last"})
+            if epoch > 1:
+                append("artifacts.jsonl", {"event": "deleted", "kind": "checkpoint",
+                       "path": f"checkpoints/epoch-{epoch - 1:04d}.pt"})
+        if mode == "fail":
+            with open(os.path.join(out, "error.json"), "w") as f:
+                json.dump({"type": "DatasetNotFound", "message": "dataset 'Nope' not found; "
+                           "looked in: /data", "traceback": "..."}, f)
+            sys.exit(1)
+        if mode == "rankfail":  # rank 1 fails first; rank 0 then fails in a collective
+            for name, msg in (("error-rank1.json", "CUDA out of memory"),
+                              ("error.json", "connection reset by peer")):
+                with open(os.path.join(out, name), "w") as f:
+                    json.dump({"type": "RuntimeError", "message": msg}, f)
+                time.sleep(0.05)
+            sys.exit(1)
+        if mode == "crash":
+            print("Segmentation fault (core dumped)", flush=True)
+            sys.exit(139)
+        if mode == "hang":
+            time.sleep(600)
+    finally:
+        rank.terminate()
+    """
+)
+
+SPEC = {
+    "family": "graphsage_skipgram",
+    "name": "fake",
+    "data": {"format": "planetoid", "name": "Cora"},
+    "training": {"epochs": 4},
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_url: str) -> Settings:
+    return Settings(DATABASE_URL=pg_url, TRAINCTL_HOME=str(tmp_path / "home"))
+
+
+def make_context(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    script: Path,
+    mode: str = "ok",
+    delay: float = 0.05,
+    grace: float = 2.0,
+) -> WorkerContext:
+    def command(spec: Path, out: Path, devices: int, resume: bool) -> list[str]:
+        return [sys.executable, str(script), str(out), mode, "4", str(delay)]
+
+    return WorkerContext(
+        settings=settings,
+        sessions=sessions,
+        options=RunnerOptions(poll_seconds=0.05, heartbeat_seconds=0.2, cancel_grace_seconds=grace),
+        command=command,
+    )
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "fake_training.py"
+    path.write_text(FAKE_TRAINING)
+    return path
+
+
+def new_job(sessions: sessionmaker[Session]) -> str:
+    with session_scope(sessions) as session:
+        owner_id = get_or_create_owner(session, "alice").id
+        return queries.create_job(session, owner_id, SPEC, family=SPEC["family"], name="fake").id
+
+
+def job_row(sessions: sessionmaker[Session], job_id: str) -> Job:
+    with sessions() as session:
+        job = queries.get_job(session, job_id)
+        assert job is not None
+        return job
+
+
+def metric_epochs(sessions: sessionmaker[Session], job_id: str) -> list[tuple[int, int]]:
+    with sessions() as session:
+        rows = session.execute(
+            select(Metric.attempt, Metric.epoch)
+            .where(Metric.job_id == job_id)
+            .order_by(Metric.attempt, Metric.epoch)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def run_pids(run_dir: Path) -> list[int]:
+    return [int(p) for p in (run_dir / "pids.txt").read_text().split()]
+
+
+def assert_all_gone(pids: list[int]) -> None:
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive, f"training processes survived: {alive}"
+
+
+# --- tail ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class HangingRun:
+    """A run of the fake training command that never ends, supervised in a thread."""
+
+    ctx: WorkerContext
+    thread: threading.Thread
+    result: list[str | None]
+    pids: list[int]
+
+
+def start_hanging_run(
+    settings: Settings, sessions: sessionmaker[Session], script: Path, job_id: str
+) -> HangingRun:
+    """Start `run_job` in a thread and wait until 4 epochs are in the database."""
+    ctx = make_context(settings, sessions, script, mode="hang", delay=0.01, grace=1.0)
+    result: list[str | None] = []
+    thread = threading.Thread(target=lambda: result.append(run_job(job_id, ctx)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(metric_epochs(sessions, job_id)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return HangingRun(ctx, thread, result, run_pids(settings.artifact_root / job_id))
+
+
+def test_tail_reads_whole_lines_once_and_rereads_a_rewritten_file(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    tail = JsonlTail(path)
+    assert tail.read() == []  # not there yet
+    path.write_text('{"epoch": 1}\n{"epoch": 2, "lo')
+    assert tail.read() == [{"epoch": 1}]
+    assert tail.read() == []  # the partial line waits for its newline
+    with path.open("a") as f:
+        f.write('ss": 0.5}\nnot json\n[1]\n')
+    assert tail.read() == [{"epoch": 2, "loss": 0.5}]
+    path.write_text('{"epoch": 1}\n')  # rewritten shorter (a resumed run)
+    assert tail.read() == [{"epoch": 1}]
+    assert JsonlTail.from_end(path).read() == []
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def test_success_records_metrics_artifacts_and_progress(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    ctx = make_context(settings, sessions, script)
+    assert run_job(job_id, ctx) == "succeeded"
+
+    job = job_row(sessions, job_id)
+    assert (job.status, job.attempt, job.progress, job.error) == ("succeeded", 1, 1.0, None)
+    assert metric_epochs(sessions, job_id) == [(1, 1), (1, 2), (1, 3), (1, 4)]
+    run_dir = settings.artifact_root / job.run_dir
+    assert (run_dir / "spec.yaml").is_file()
+    assert "=== trainctl: attempt 1" in (run_dir / "logs.txt").read_text()
+    with sessions() as session:
+        artifacts = session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all()
+    # Epochs 1-3 were created, then deleted as the next one came: only the last is left.
+    assert [(a.name, a.path, a.tag) for a in artifacts] == [
+        ("checkpoints/epoch-0004.pt", f"{job_id}/checkpoints/epoch-0004.pt", "last")
+    ]
+    assert_all_gone(run_pids(run_dir))
+
+
+def test_metrics_arrive_while_the_run_is_going(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    ctx = make_context(settings, sessions, script, delay=0.5)
+    thread = threading.Thread(target=run_job, args=(job_id, ctx))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not metric_epochs(sessions, job_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = metric_epochs(sessions, job_id)
+        job = job_row(sessions, job_id)
+        assert seen and job.status == "running", (seen, job.status)
+        assert 0 < job.progress < 1
+    finally:
+        thread.join(30)
+    assert job_row(sessions, job_id).status == "succeeded"
+
+
+def test_failure_reports_the_root_cause_from_error_json(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    assert run_job(job_id, make_context(settings, sessions, script, mode="fail")) == "failed"
+    job = job_row(sessions, job_id)
+    assert job.status == "failed"
+    assert job.error == "DatasetNotFound: dataset 'Nope' not found; looked in: /data"
+
+
+def test_failure_without_error_json_reports_the_log_tail(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    assert run_job(job_id, make_context(settings, sessions, script, mode="crash")) == "failed"
+    error = job_row(sessions, job_id).error
+    assert error is not None
+    assert "exited with code 139" in error and "Segmentation fault" in error, error
+
+
+def test_cancel_stops_every_process_of_the_run(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    run = start_hanging_run(settings, sessions, script, job_id)
+    thread, pids = run.thread, run.pids
+    assert all(psutil.pid_exists(p) for p in pids)
+    with session_scope(sessions) as session:
+        assert queries.request_cancel(session, job_id)
+    started = time.monotonic()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 8  # grace is 2 s; the margin is for a loaded machine
+    assert job_row(sessions, job_id).status == "cancelled"
+    assert_all_gone(pids)
+
+
+def test_a_duplicate_delivery_does_nothing(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    ctx = make_context(settings, sessions, script, delay=0.2)
+    first = threading.Thread(target=run_job, args=(job_id, ctx))
+    first.start()
+    time.sleep(0.1)
+    assert run_job(job_id, ctx) is None  # while the first one runs
+    first.join(30)
+    assert run_job(job_id, ctx) is None  # and after it finished
+    job = job_row(sessions, job_id)
+    assert (job.status, job.attempt) == ("succeeded", 1)
+    assert metric_epochs(sessions, job_id) == [(1, 1), (1, 2), (1, 3), (1, 4)]
+
+
+def test_worker_shutdown_requeues_and_the_next_attempt_resumes(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    run = start_hanging_run(settings, sessions, script, job_id)
+    ctx, thread, result, pids = run.ctx, run.thread, run.result, run.pids
+    ctx.shutdown.set()
+    thread.join(15)
+    assert result == [REQUEUED]
+    assert job_row(sessions, job_id).status == "queued"
+    assert_all_gone(pids)
+
+    resumed: list[bool] = []
+
+    def command(spec: Path, out: Path, devices: int, resume: bool) -> list[str]:
+        resumed.append(resume)
+        return [sys.executable, str(script), str(out), "ok", "4", "0.01"]
+
+    ctx2 = WorkerContext(settings=settings, sessions=sessions, options=ctx.options, command=command)
+    assert run_job(job_id, ctx2) == "succeeded"
+    assert resumed == [True]
+    assert job_row(sessions, job_id).attempt == 2
+    # Attempt 2 reports only the lines it wrote itself.
+    assert [a for a, _ in metric_epochs(sessions, job_id)] == [1] * 4 + [2] * 4
+
+
+def test_orphan_sweep_requeues_a_silent_job_and_its_old_worker_stops(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    run = start_hanging_run(settings, sessions, script, job_id)
+    thread, result, pids = run.thread, run.result, run.pids
+    dispatched: list[str] = []
+    assert requeue_orphans(sessions, dispatched.append, stale_after=60) == []  # still beating
+    with session_scope(sessions) as session:  # as if its worker went silent two minutes ago
+        session.execute(
+            update(Job).where(Job.id == job_id).values(updated_at=utcnow() - timedelta(minutes=2))
+        )
+    assert requeue_orphans(sessions, dispatched.append, stale_after=60) == [job_id]
+    assert dispatched == [job_id]
+    assert job_row(sessions, job_id).status == "queued"
+    thread.join(15)  # the old worker sees the job is no longer its own and stops the run
+    assert result == [LOST]
+    assert_all_gone(pids)
+
+
+def test_orphan_sweep_finishes_a_silent_job_with_a_cancel_request(
+    sessions: sessionmaker[Session],
+) -> None:
+    job_id = new_job(sessions)
+    with session_scope(sessions) as session:
+        queries.claim_job(session, job_id, "gone:1")
+        queries.request_cancel(session, job_id)
+        session.execute(
+            update(Job).where(Job.id == job_id).values(updated_at=utcnow() - timedelta(minutes=2))
+        )
+    assert requeue_orphans(sessions, lambda _: None, stale_after=60) == []
+    assert job_row(sessions, job_id).status == "cancelled"
+
+
+def test_spec_file_and_environment_of_the_training_process(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import json, os, sys\n"
+        "json.dump({k: os.environ.get(k) for k in ('TRAINCTL_DATA_ROOT', 'PYTHONPATH')},"
+        " open(os.path.join(sys.argv[1], 'env.json'), 'w'))\n"
+    )
+    job_id = new_job(sessions)
+
+    def command(spec: Path, out: Path, devices: int, resume: bool) -> list[str]:
+        assert (spec.name, devices, resume) == ("spec.yaml", 1, False)
+        return [sys.executable, str(probe), str(out)]
+
+    ctx = WorkerContext(settings=settings, sessions=sessions, command=command)
+    assert run_job(job_id, ctx) == "succeeded"
+    env = json.loads((settings.artifact_root / job_id / "env.json").read_text())
+    roots = env["TRAINCTL_DATA_ROOT"].split(os.pathsep)
+    assert roots[0] == str(settings.upload_root / "alice")  # the owner's uploads come first
+    assert str(Path(__file__).resolve().parents[1]) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_the_first_rank_to_fail_is_the_root_cause_and_old_errors_are_kept(
+    settings: Settings, sessions: sessionmaker[Session], script: Path
+) -> None:
+    job_id = new_job(sessions)
+    ctx = make_context(settings, sessions, script, mode="rankfail", delay=0.01)
+    for attempt in (1, 2, 3):
+        assert run_job(job_id, ctx) == "failed"
+        job = job_row(sessions, job_id)
+        assert (job.attempt, job.error) == (attempt, "RuntimeError: CUDA out of memory")
+        with session_scope(sessions) as session:  # as if retried
+            session.execute(update(Job).where(Job.id == job_id).values(status="queued"))
+    names = sorted(p.name for p in (settings.artifact_root / job_id).glob("error*.json"))
+    assert names == [
+        "error-rank1.attempt-1.json",
+        "error-rank1.attempt-2.json",
+        "error-rank1.json",
+        "error.attempt-1.json",
+        "error.attempt-2.json",
+        "error.json",
+    ]
+
+
+def test_a_failing_worker_stops_the_run_and_fails_the_job(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    script: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = new_job(sessions)
+    ctx = make_context(settings, sessions, script, mode="hang", delay=0.01, grace=1.0)
+    calls = 0
+    real = queries.cancel_requested
+
+    def flaky(session: Session, job_id: str) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls > 20:
+            raise ConnectionError("database went away")
+        return real(session, job_id)
+
+    monkeypatch.setattr(queries, "cancel_requested", flaky)
+    assert run_job(job_id, ctx) == "failed"
+    job = job_row(sessions, job_id)
+    assert job.error == "worker error: ConnectionError: database went away"
+    assert_all_gone(run_pids(settings.artifact_root / job_id))

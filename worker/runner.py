@@ -1,0 +1,328 @@
+"""Run one job: claim it, launch the training process group, report what it writes, finish it.
+
+The training process never talks to the database. It appends `metrics.jsonl` and
+`artifacts.jsonl` in its run directory; `run_job` tails both (remembering offsets) and turns
+each line into a row, checks for a cancel request, and records the outcome:
+
+- exit code 0: `succeeded`, after a last read of both files;
+- any other exit: `failed`, with the root cause from `error*.json` (else the log's last lines);
+- a cancel request: the group gets SIGTERM, SIGKILL after a grace period, then `cancelled`;
+- the worker shutting down: the same stop, then the job goes back to `queued` (`REQUEUED`) and
+  the task hands its message back, so another worker resumes it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy.orm import Session, sessionmaker
+
+# Imported when the worker starts, not between claiming a job and its first heartbeat:
+# `core.launch` imports torch, which takes seconds.
+from core.launch import training_command
+from store import queries
+from store.db import session_scope
+from store.models import Job, JobStatus, Owner
+from store.paths import owner_upload_dir, run_dir
+from store.settings import Settings
+from worker.process import TrainingProcess
+from worker.tail import JsonlTail
+
+log = logging.getLogger(__name__)
+
+REQUEUED = "requeued"
+LOST = "lost"  # the job was taken from this worker (see `worker.recovery`)
+LOG_FILE = "logs.txt"
+SPEC_FILE = "spec.yaml"
+LOG_TAIL_LINES = 30
+LOG_TAIL_BYTES = 64 * 1024
+ERROR_FILE = re.compile(r"error(-rank\d+)?\.json")  # what `core.run` writes on failure
+
+# (spec path, run dir, devices, resume) -> argv; `core.launch.training_command` by default.
+CommandFactory = Callable[[Path, Path, int, bool], Sequence[str]]
+
+
+def default_command(spec_path: Path, out_dir: Path, devices: int, resume: bool) -> list[str]:
+    return training_command(spec_path, out_dir, devices, resume=resume)
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How a worker supervises a run; `from_env` reads the `TRAINCTL_*` overrides."""
+
+    poll_seconds: float = 0.25
+    heartbeat_seconds: float = 5.0
+    cancel_grace_seconds: float = 10.0
+    stale_after_seconds: float = 60.0  # a running job silent this long lost its worker
+
+    @classmethod
+    def from_env(cls) -> RunnerOptions:
+        env = os.environ
+        return cls(
+            poll_seconds=float(env.get("TRAINCTL_POLL_SECONDS", cls.poll_seconds)),
+            heartbeat_seconds=float(env.get("TRAINCTL_HEARTBEAT_SECONDS", cls.heartbeat_seconds)),
+            cancel_grace_seconds=float(
+                env.get("TRAINCTL_CANCEL_GRACE_SECONDS", cls.cancel_grace_seconds)
+            ),
+            stale_after_seconds=float(
+                env.get("TRAINCTL_STALE_AFTER_SECONDS", cls.stale_after_seconds)
+            ),
+        )
+
+
+@dataclass
+class WorkerContext:
+    """What every task of one worker process shares."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    options: RunnerOptions = field(default_factory=RunnerOptions)
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    shutdown: threading.Event = field(default_factory=threading.Event)
+    command: CommandFactory = default_command
+
+
+def run_job(job_id: str, ctx: WorkerContext) -> str | None:
+    """Run job `job_id` to its end; the final status, `REQUEUED`, or None if not claimed."""
+    if ctx.shutdown.is_set():  # delivered while the worker stops: leave it to the next one
+        return REQUEUED
+    with session_scope(ctx.sessions) as session:
+        job = queries.claim_job(session, job_id, ctx.name)
+        if job is None:
+            log.info("job %s: not queued (a duplicate delivery, or cancelled); skipping", job_id)
+            return None
+        owner = session.get(Owner, job.owner_id)
+        upload_dir = owner_upload_dir(ctx.settings, owner.name) if owner else None
+    log.info("job %s: attempt %d on %s", job_id, job.attempt, ctx.name)
+    try:
+        return _Run(job, ctx, upload_dir).run()
+    except Exception as exc:
+        # A bug or an outage on our side: the job must not stay `running` for ever.
+        log.exception("job %s: the worker failed while running it", job_id)
+        with session_scope(ctx.sessions) as session:
+            queries.finish_job(
+                session, job_id, JobStatus.FAILED, f"worker error: {type(exc).__name__}: {exc}"
+            )
+        return JobStatus.FAILED
+
+
+class _Run:
+    """One attempt of one job, from launch to the recorded outcome."""
+
+    def __init__(self, job: Job, ctx: WorkerContext, upload_dir: Path | None):
+        self.job_id = job.id
+        self.attempt = job.attempt
+        self.ctx = ctx
+        self.dir = run_dir(ctx.settings, job)
+        self.run_dir_rel = job.run_dir
+        self.epochs = int(job.spec.get("training", {}).get("epochs", 0)) or None
+        self.devices = int(job.spec.get("resources", {}).get("devices", 1))
+        self.spec = job.spec
+        self.upload_dir = upload_dir
+        self.progress = 0.0
+
+    def run(self) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        spec_path = self.dir / SPEC_FILE
+        spec_path.write_text(yaml.safe_dump(self.spec, sort_keys=False))
+        self._archive_errors()
+        log_path = self.dir / LOG_FILE
+        with log_path.open("a") as f:
+            f.write(f"=== trainctl: attempt {self.attempt} on {self.ctx.name} ===\n")
+        self.log_offset = log_path.stat().st_size
+        # One run directory per job: a later attempt resumes from the checkpoints of the earlier
+        # ones, and reads only the lines it appends itself.
+        self.metrics = JsonlTail.from_end(self.dir / "metrics.jsonl")
+        self.artifacts = JsonlTail.from_end(self.dir / "artifacts.jsonl")
+        argv = self.ctx.command(spec_path, self.dir, self.devices, self.attempt > 1)
+        self._heartbeat()
+        proc = TrainingProcess(argv, cwd=self.dir, env=self._env(), log_path=log_path)
+        try:
+            outcome = self._supervise(proc)
+        except BaseException:
+            # The worker itself failed (database gone, cold shutdown): leave no run behind.
+            proc.stop(self.ctx.options.cancel_grace_seconds)
+            raise
+        self._drain()
+        return self._finish(outcome)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        roots = [str(r) for r in self.ctx.settings.data_roots]
+        if not roots:
+            from core.data.roots import data_roots
+
+            roots = [str(r) for r in data_roots()]
+        if self.upload_dir is not None:
+            roots.insert(0, str(self.upload_dir))
+        env["TRAINCTL_DATA_ROOT"] = os.pathsep.join(roots)
+        env["PYTHONUNBUFFERED"] = "1"
+        # `python -m core.run` must import this checkout's `core` from any working directory.
+        source_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def _error_files(self) -> list[Path]:
+        """This attempt's `error.json` / `error-rankK.json`, the first written first."""
+        paths = [p for p in self.dir.glob("error*.json") if ERROR_FILE.fullmatch(p.name)]
+        return sorted(paths, key=lambda p: p.stat().st_mtime)
+
+    def _archive_errors(self) -> None:
+        """Rename an earlier attempt's error files so they are not taken for this one's."""
+        for path in self._error_files():
+            path.rename(path.with_name(f"{path.stem}.attempt-{self.attempt - 1}.json"))
+
+    def _supervise(self, proc: TrainingProcess) -> str | int:
+        """Report until the process exits (its exit code) or must stop (cancelled/requeued)."""
+        opts = self.ctx.options
+        next_beat = time.monotonic() + opts.heartbeat_seconds
+        while True:
+            code = proc.poll()
+            self._drain()
+            if code is not None:
+                return proc.reap()
+            proc.scan()
+            if self.ctx.shutdown.is_set():
+                log.warning("job %s: worker shutting down; stopping the run", self.job_id)
+                proc.stop(opts.cancel_grace_seconds)
+                return REQUEUED
+            with session_scope(self.ctx.sessions) as session:
+                cancel = queries.cancel_requested(session, self.job_id)
+            if cancel:
+                log.info("job %s: cancel requested; stopping the run", self.job_id)
+                proc.stop(opts.cancel_grace_seconds)
+                return JobStatus.CANCELLED
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + opts.heartbeat_seconds
+                if not self._heartbeat():
+                    log.warning("job %s: no longer ours; stopping the run", self.job_id)
+                    proc.stop(opts.cancel_grace_seconds)
+                    return LOST
+            time.sleep(opts.poll_seconds)
+
+    def _heartbeat(self) -> bool:
+        """Refresh `updated_at` (the liveness the orphan sweep reads); False if the job was
+        taken from this worker."""
+        with session_scope(self.ctx.sessions) as session:
+            queries.set_progress(session, self.job_id, self.progress)
+            job = queries.get_job(session, self.job_id)
+            return (
+                job is not None
+                and job.status == JobStatus.RUNNING
+                and job.worker == self.ctx.name
+                and job.attempt == self.attempt
+            )
+
+    def _drain(self) -> None:
+        """Turn the new lines of `metrics.jsonl` and `artifacts.jsonl` into rows."""
+        metrics = self.metrics.read()
+        events = self.artifacts.read()
+        if not metrics and not events:
+            return
+        with session_scope(self.ctx.sessions) as session:
+            for record in metrics:
+                epoch = record.get("epoch")
+                if not isinstance(epoch, int):
+                    log.warning("job %s: metrics line without an epoch: %s", self.job_id, record)
+                    continue
+                values = {k: v for k, v in record.items() if k != "epoch"}
+                queries.upsert_metric(session, self.job_id, self.attempt, epoch, values)
+                if self.epochs:
+                    self.progress = min(epoch / self.epochs, 1.0)
+            for event in events:
+                self._artifact(session, event)
+            if metrics:
+                queries.set_progress(session, self.job_id, self.progress)
+
+    def _artifact(self, session: Session, event: dict[str, Any]) -> None:
+        name = event.get("path")
+        if not isinstance(name, str) or not name:
+            log.warning("job %s: artifact event without a path: %s", self.job_id, event)
+            return
+        path = f"{self.run_dir_rel}/{name}"
+        if event.get("event") == "deleted":
+            queries.delete_artifact(session, self.job_id, name)
+        elif event.get("event") == "created":
+            queries.upsert_artifact(
+                session,
+                self.job_id,
+                kind=str(event.get("kind", "file")),
+                name=name,
+                path=path,
+                size=int(event.get("size", 0)),
+                sha256=str(event.get("sha256", "")),
+                epoch=event.get("epoch"),
+                tag=event.get("tag"),
+            )
+        else:
+            log.warning("job %s: unknown artifact event: %s", self.job_id, event)
+
+    def _finish(self, outcome: str | int) -> str:
+        status: str
+        error: str | None = None
+        if outcome == REQUEUED:
+            with session_scope(self.ctx.sessions) as session:
+                if queries.requeue_job(session, self.job_id):
+                    log.info("job %s: back in the queue", self.job_id)
+                    return REQUEUED
+            status = JobStatus.CANCELLED  # requeue refused: a cancel was requested meanwhile
+        elif outcome == LOST:
+            return LOST
+        elif outcome == JobStatus.CANCELLED:
+            status = JobStatus.CANCELLED
+        elif outcome == 0:
+            status = JobStatus.SUCCEEDED
+        else:
+            status = JobStatus.FAILED
+            error = self._root_cause(int(outcome))
+        with session_scope(self.ctx.sessions) as session:
+            queries.finish_job(session, self.job_id, status, error)
+        log.info(
+            "job %s: %s%s", self.job_id, status, f" ({error.splitlines()[0]})" if error else ""
+        )
+        return status
+
+    def _root_cause(self, code: int) -> str:
+        """What made the run fail: the first rank's `error*.json`, else the log's last lines."""
+        for path in self._error_files():
+            try:
+                payload = json.loads(path.read_text())
+                return f"{payload['type']}: {payload['message']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("job %s: unreadable %s", self.job_id, path.name)
+        if code < 0:
+            how = f"the training process was killed by {_signal_name(-code)}"
+        else:
+            how = f"the training process exited with code {code} without writing error.json"
+        tail = self._log_tail()
+        return f"{how}; last lines of {LOG_FILE}:\n{tail}" if tail else how
+
+    def _log_tail(self) -> str:
+        """The last lines this attempt wrote to the log."""
+        try:
+            with (self.dir / LOG_FILE).open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(self.log_offset, size - LOG_TAIL_BYTES))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-LOG_TAIL_LINES:])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

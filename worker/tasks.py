@@ -1,0 +1,81 @@
+"""The Celery task: thin, by name, taking a job id; the logic lives in `worker.runner`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import shared_task
+from celery.exceptions import Reject
+from celery.signals import worker_ready, worker_shutting_down
+
+from store.db import make_engine, session_factory
+from store.settings import Settings, get_settings
+from worker.app import TASK_NAME
+from worker.recovery import start_sweeper
+from worker.runner import REQUEUED, RunnerOptions, WorkerContext, run_job
+
+log = logging.getLogger(__name__)
+
+REJECT_PAUSE_S = 1.0
+
+_context: WorkerContext | None = None
+_context_lock = threading.Lock()
+
+
+def configure(settings: Settings) -> WorkerContext:
+    """Set this worker process's shared state from `settings` (before the worker starts)."""
+    global _context
+    with _context_lock:
+        _context = _make_context(settings)
+        return _context
+
+
+def context() -> WorkerContext:
+    """This worker process's shared state (from the environment's settings if not configured,
+    as under `celery worker`)."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = _make_context(get_settings())
+        return _context
+
+
+def _make_context(settings: Settings) -> WorkerContext:
+    return WorkerContext(
+        settings=settings,
+        sessions=session_factory(make_engine(settings.database_url)),
+        options=RunnerOptions.from_env(),
+    )
+
+
+@shared_task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
+def run_job_task(job_id: str) -> str | None:
+    """Run job `job_id`; a duplicate delivery does nothing."""
+    outcome = run_job(job_id, context())
+    if outcome == REQUEUED:
+        # The worker is stopping: hand the message back for the next worker. The consumer
+        # still takes messages until the worker has stopped; pause so it does not spin on this
+        # one.
+        time.sleep(REJECT_PAUSE_S)
+        raise Reject(f"job {job_id} requeued: worker shutting down", requeue=True)
+    return outcome
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    context().shutdown.set()
+
+
+@worker_ready.connect
+def _on_ready(sender: Any, **_: Any) -> None:
+    ctx = context()
+    app = sender.app
+
+    def dispatch(job_id: str) -> None:
+        app.send_task(TASK_NAME, args=[job_id], queue=ctx.settings.queue)
+
+    stale_after = ctx.options.stale_after_seconds
+    start_sweeper(ctx.sessions, dispatch, ctx.shutdown, stale_after, every=stale_after / 2)
