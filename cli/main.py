@@ -1,0 +1,27 @@
+"""`trainctl`: one entry point; each command imports what it needs only when it runs."""
+
+from __future__ import annotations
+
+import click
+
+from cli.client import CLIENT_COMMANDS
+from cli.service import api, keys, migrate, up, worker
+from cli.train import train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """trainctl: train graph and embedding models, locally or as a service."""
+    import logging
+
+    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+main.add_command(train)
+for command in (up, api, worker, migrate, keys, *CLIENT_COMMANDS):
+    main.add_command(command)
+
+if __name__ == "__main__":
+    main()
