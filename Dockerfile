@@ -37,17 +37,22 @@ for dep in project["dependencies"] + project["optional-dependencies"]["service"]
         print(dep)
 PY
 
+# --- source: the project's files, copied once and shared by both images ------------------------
+FROM scratch AS source
+COPY pyproject.toml README.md alembic.ini /app/
+COPY migrations /app/migrations
+COPY core /app/core
+COPY store /app/store
+COPY api /app/api
+COPY worker /app/worker
+COPY cli /app/cli
+COPY examples /app/examples
+
 # --- api ----------------------------------------------------------------------------------------
 FROM base AS api
 COPY --from=requirements /requirements-api.txt /tmp/requirements-api.txt
 RUN pip install -r /tmp/requirements-api.txt
-COPY pyproject.toml README.md alembic.ini ./
-COPY migrations ./migrations
-COPY core ./core
-COPY store ./store
-COPY api ./api
-COPY worker ./worker
-COPY cli ./cli
+COPY --from=source /app ./
 # The API's dependencies are installed above; --no-deps keeps torch out of this image.
 RUN pip install --no-deps -e . \
     && python -c "import api.main, cli.main, sys; assert 'torch' not in sys.modules"
@@ -61,17 +66,10 @@ CMD ["trainctl", "api", "--host", "0.0.0.0", "--port", "8000"]
 FROM base AS worker
 # PyPI's Linux torch wheels bring CUDA; pass https://download.pytorch.org/whl/cpu for a CPU image.
 ARG TORCH_INDEX_URL=https://pypi.org/simple
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(next(d for d in deps if d.startswith('torch>') or d.startswith('torch=')))" > /tmp/torch.txt \
     && pip install --index-url "${TORCH_INDEX_URL}" -r /tmp/torch.txt
-COPY alembic.ini ./
-COPY migrations ./migrations
-COPY core ./core
-COPY store ./store
-COPY api ./api
-COPY worker ./worker
-COPY cli ./cli
-COPY examples ./examples
+COPY --from=source /app ./
 RUN pip install -e ".[service]"
 USER trainctl
 CMD ["trainctl", "worker"]

@@ -120,6 +120,10 @@ def test_dockerfile_has_a_slim_api_and_a_torch_worker() -> None:
         "RUN pip install --no-deps -e . \\",
     ]
     assert "TORCH_INDEX_URL" in worker and '".[service]"' in worker
+    # Both images take the project's files from the one `source` stage.
+    assert "COPY --from=source /app ./" in api and "COPY --from=source /app ./" in worker
+    copied = set(re.findall(r"^COPY (\S+) /app/", _stage(text, "source"), re.M))
+    assert {"core", "store", "api", "worker", "cli", "migrations", "examples"} <= copied
     for name in ("api", "migrate"):
         assert _compose_target(name) == "api"
     for name in ("worker", "worker-cpu"):
