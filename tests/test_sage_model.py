@@ -40,3 +40,23 @@ def test_skipgram_loss_matches_its_formula():
         + torch.log(torch.sigmoid(-(t.unsqueeze(1) * n).sum(-1))).sum(-1)
     ).mean()
     torch.testing.assert_close(skipgram_loss(t, c, n), expected)
+
+
+def test_concat_readout_puts_every_normalised_layer_side_by_side():
+    g = load_planetoid("Cora")
+    torch.manual_seed(0)
+    last = GraphSAGE(1433, 32, 16, layers=3).eval()
+    concat = GraphSAGE(1433, 32, 16, layers=3, readout="concat").eval()
+    concat.load_state_dict(last.state_dict())  # the readout adds no parameters
+    z_last, z_cat = last.embed(g.x, g.edge_index), concat.embed(g.x, g.edge_index)
+    assert z_cat.shape == (g.num_nodes, 32 + 32 + 16)
+    torch.testing.assert_close(z_last, last(g.x, g.edge_index))
+    torch.testing.assert_close(z_cat[:, -16:], z_last)  # the last part is what is trained
+    torch.testing.assert_close(concat(g.x, g.edge_index), z_last)
+    norms = torch.stack([p.norm(dim=1) for p in z_cat.split([32, 32, 16], 1)])
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+
+
+def test_unknown_readout_is_refused():
+    with pytest.raises(ValueError, match="allowed: last, concat"):
+        GraphSAGE(8, 4, 2, readout="mean")

@@ -50,6 +50,13 @@ def test_run_writes_every_output(tmp_path):
             assert sha256_file(tmp_path / e["path"]) == e["sha256"]
 
 
+def test_concat_readout_is_what_is_probed_and_written(tmp_path):
+    spec = tiny_cora(training={"epochs": 2}, model={"readout": "concat"})
+    summary = train(load_spec(spec), tmp_path)
+    assert np.load(tmp_path / "embeddings.npy").shape == (2708, 32 + 16)
+    assert 0.3 < summary["best_metrics"]["probe_test_acc"] <= 1.0
+
+
 def test_loss_falls(tmp_path):
     train(load_spec(tiny_cora(training={"epochs": 4})), tmp_path)
     rows = _metrics(tmp_path)

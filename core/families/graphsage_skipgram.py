@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 _EVAL_CHUNK = 32_768  # pairs scored at once when evaluating
 
 
-def _objective(model: nn.Module) -> Callable[..., Tensor]:
-    """The skip-gram loss of the (possibly DDP-wrapped) GraphSAGE model."""
-    return getattr(model, "module", model).loss
+def _unwrapped(model: nn.Module) -> GraphSAGE:
+    """The GraphSAGE model inside a DDP wrapper, or the model itself."""
+    return getattr(model, "module", model)
 
 
 class GraphSageSkipGramTask(Task):
@@ -139,6 +139,7 @@ class GraphSageSkipGramTask(Task):
             temperature=m.temperature,
             activation=m.activation,
             num_learnable_nodes=learnable,
+            readout=m.readout,
         )
 
     # --- the loop's side of the seam ----------------------------------------------------------
@@ -146,19 +147,24 @@ class GraphSageSkipGramTask(Task):
     def train_batches(self, epoch: int) -> Iterable[PairBatch]:
         return self.batcher.batches(epoch, self.ctx.rank, self.ctx.world_size)
 
-    def _embed(self, model: nn.Module) -> Tensor:
+    def _forward(self, model: nn.Module) -> Tensor:
+        """What the objective trains: [N, out_dim]."""
         assert self.graph is not None
-        return model(self.x, self.adj_t)  # [N, out_dim]
+        return model(self.x, self.adj_t)
+
+    def _readout(self, model: nn.Module) -> Tensor:
+        """The embeddings users get (probed, predicted, written): [N, readout width]."""
+        return _unwrapped(model).embed(self.x, self.adj_t)
 
     def training_loss(self, model: nn.Module, batch: PairBatch) -> Tensor:
-        z = self._embed(model)  # through DDP's forward; the objective is the model's own
-        return _objective(model)(z, batch.targets, batch.contexts, batch.negatives)
+        z = self._forward(model)  # through DDP's forward; the objective is the model's own
+        return _unwrapped(model).loss(z, batch.targets, batch.contexts, batch.negatives)
 
     def evaluate(self, model: nn.Module, split: str, epoch: int) -> dict[str, float]:
         if split != "val" or self.val_batch is None:
             return {}
-        z = self._embed(model).float()
-        loss_fn = _objective(model)
+        z = self._forward(model).float()
+        loss_fn = _unwrapped(model).loss
         vb, total = self.val_batch, torch.zeros((), device=z.device)
         for start in range(0, len(vb), _EVAL_CHUNK):
             part = slice(start, start + _EVAL_CHUNK)
@@ -185,15 +191,15 @@ class GraphSageSkipGramTask(Task):
         if not self._has_labels() or not (final or epoch % self.spec.probe.every_n_epochs == 0):
             return {}
         assert self.graph is not None and self.graph.y is not None
-        return probe_accuracy(self._embed(model), self.graph.y, self.graph.masks)
+        return probe_accuracy(self._readout(model), self.graph.y, self.graph.masks)
 
     def predict(self, model: nn.Module, split: str) -> dict[str, Tensor]:
-        """`{"embeddings"}` [N, out_dim] of every node (`split` names no subset here)."""
-        return {"embeddings": self._embed(model).float()}
+        """`{"embeddings"}` [N, D] of every node (`split` names no subset here)."""
+        return {"embeddings": self._readout(model).float()}
 
     def write_outputs(self, model: nn.Module, run_dir: Path) -> list[Artifact]:
         assert self.graph is not None
-        z = self._embed(model).float().cpu().numpy().astype(np.float32)  # [N, out_dim]
+        z = self._readout(model).float().cpu().numpy().astype(np.float32)  # [N, D]
         np.save(run_dir / "embeddings.npy", z)
         with open(run_dir / "node_ids.csv", "w", newline="") as fh:
             writer = csv.writer(fh)

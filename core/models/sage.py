@@ -16,11 +16,18 @@ ACTIVATIONS: Registry[type[nn.Module]] = Registry(
 )
 
 
+READOUTS = ("last", "concat")
+
+
 class GraphSAGE(nn.Module):
     """`layers` SAGEConv layers over the full graph; optional learnable node inputs.
 
     `forward(x, edge_index)` returns [num_nodes, out_dim] embeddings (L2-normalised when
-    `normalize`). With `num_learnable_nodes`, `x` is ignored and a trained table is the input.
+    `normalize`): the representation the objective trains. `embed` returns the readout users
+    get: the same with `readout="last"`, or with `readout="concat"` every layer's output,
+    each L2-normalised, side by side ([num_nodes, (layers - 1) * hidden_dim + out_dim]; the
+    jumping-knowledge readout of Xu et al., 2018, taken after training). With
+    `num_learnable_nodes`, `x` is ignored and a trained table is the input.
     """
 
     def __init__(
@@ -35,6 +42,7 @@ class GraphSAGE(nn.Module):
         temperature: float = 1.0,
         activation: str = "relu",
         num_learnable_nodes: int | None = None,
+        readout: str = "last",
     ):
         super().__init__()
         self.input_table = (
@@ -49,20 +57,35 @@ class GraphSAGE(nn.Module):
         self.dropout = dropout
         self.normalize = normalize
         self.temperature = temperature
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; allowed: {', '.join(READOUTS)}")
+        self.readout = readout
 
     def forward(self, x: Tensor | None, adj: Tensor) -> Tensor:
         """Embeddings [N, out_dim] of inputs `x` [N, F] (dense, or sparse CSR for sparse
         features) over `adj`: an edge index [2, E] or the transposed adjacency as sparse CSR."""
+        h = self._layer_outputs(x, adj)[-1]
+        return F.normalize(h, dim=-1) if self.normalize else h
+
+    def embed(self, x: Tensor | None, adj: Tensor) -> Tensor:
+        """The readout of every node: `forward`'s output, or every layer's side by side."""
+        if self.readout == "last":
+            return self(x, adj)
+        return torch.cat([F.normalize(h, dim=-1) for h in self._layer_outputs(x, adj)], -1)
+
+    def _layer_outputs(self, x: Tensor | None, adj: Tensor) -> list[Tensor]:
+        """Each layer's output, before its activation."""
         if self.input_table is not None:
             h = self.convs[0](F.dropout(self.input_table.weight, self.dropout, self.training), adj)
         elif x is not None and x.layout == torch.sparse_csr:
             h = self._sparse_first_layer(x, adj)
         else:
             h = self.convs[0](F.dropout(x, self.dropout, self.training), adj)
+        outputs = [h]
         for i, conv in enumerate(self.convs[1:]):
-            h = self.acts[i](h)
-            h = conv(F.dropout(h, self.dropout, self.training), adj)
-        return F.normalize(h, dim=-1) if self.normalize else h
+            h = conv(F.dropout(self.acts[i](h), self.dropout, self.training), adj)
+            outputs.append(h)
+        return outputs
 
     def _sparse_first_layer(self, x: Tensor, adj: Tensor) -> Tensor:
         """The first SAGEConv on sparse inputs: project, then aggregate.

@@ -113,6 +113,11 @@ class SageModelSpec(Section):
         default=1.0, description="logits are dot products divided by this"
     )
     activation: Literal["relu", "gelu", "elu", "prelu"] = "relu"
+    readout: Literal["last", "concat"] = Field(
+        default="last",
+        description="the embeddings users get: the last layer's (what the objective trains), "
+        "or every layer's output, L2-normalised, side by side (probes better on Cora)",
+    )
 
 
 class ProbeSpec(Section):
