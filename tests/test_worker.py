@@ -278,7 +278,9 @@ def test_a_duplicate_delivery_does_nothing(
     ctx = make_context(settings, sessions, script, delay=0.2)
     first = threading.Thread(target=run_job, args=(job_id, ctx))
     first.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10  # the first delivery claims the job, however loaded
+    while job_row(sessions, job_id).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert run_job(job_id, ctx) is None  # while the first one runs
     first.join(30)
     assert run_job(job_id, ctx) is None  # and after it finished
