@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 
@@ -22,3 +24,21 @@ def tiny_cora(**sections: Any) -> dict[str, Any]:
     for key, value in sections.items():
         spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
     return spec
+
+
+def metric_rows(run: Path) -> list[dict[str, Any]]:
+    """The rows of a run directory's `metrics.jsonl`."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def stopped_and_resumed(spec: dict[str, Any], tmp_path: Path) -> tuple[Path, Path]:
+    """Train `spec` uninterrupted into `full`, and into `part` stopped after epoch 2 then
+    resumed from its epoch-2 checkpoint with the full epoch budget; (full, part)."""
+    from core.run import train  # torch: only for the tests that train
+    from core.spec import load_spec
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(load_spec(spec), full)
+    train(load_spec(spec, ["training.epochs=2"]), part)
+    train(load_spec(spec), part, resume=str(part / "checkpoints" / "epoch-0002.pt"))
+    return full, part

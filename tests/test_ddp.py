@@ -3,7 +3,6 @@ batch, and only rank 0 writes."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
@@ -12,7 +11,7 @@ import yaml
 
 from core.checkpoint import load_checkpoint
 from core.launch import training_command
-from tests.core_specs import tiny_cora
+from tests.core_specs import metric_rows, tiny_cora
 
 
 def _run(spec: dict, run_dir, devices: int) -> None:
@@ -45,6 +44,6 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     assert len(b["rng"]) == 2  # every rank's RNG state, for an exact resume
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-3, atol=1e-5)
-    rows = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "two")
     assert [r["epoch"] for r in rows] == [1, 2]  # one line per epoch: rank 0 alone reports
     assert not list((tmp_path / "two").glob("error*.json"))

@@ -16,6 +16,7 @@ from core.models.gps import GPSModel, GraphInputs, count_parameters
 from core.run import train
 from core.spec import SpecError, load_spec
 from core.task import RunContext
+from tests.core_specs import metric_rows, stopped_and_resumed
 from tests.gt_helpers import gt_cache, gt_env, one_thread, tiny_gt  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread", "gt_env")
@@ -23,10 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread", "gt_env")
 
 def _csv(path: Path) -> list[dict]:
     return list(csv.DictReader(path.read_text().splitlines()))
-
-
-def _rows(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 # --- spec ----------------------------------------------------------------------------------------
@@ -122,7 +119,7 @@ def test_ranks_agree_on_order_and_get_equal_shares(tmp_path):
 
 def test_mutag_trains_and_writes_outputs(tmp_path):
     summary = train(load_spec(tiny_gt(training={"epochs": 4})), tmp_path)
-    rows = _rows(tmp_path)
+    rows = metric_rows(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert {"val_loss", "val_accuracy", "val_f1", "val_roc_auc", "val_ap"} <= set(rows[0])
@@ -145,7 +142,7 @@ def test_seeded_run_is_reproducible(tmp_path):
     train(spec, tmp_path / "a")
     train(spec, tmp_path / "b")
     keys = ("train_loss", "val_loss", "val_accuracy")
-    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    a, b = metric_rows(tmp_path / "a"), metric_rows(tmp_path / "b")
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
 
 
@@ -158,7 +155,7 @@ def test_zinc_subset_regression_loss_falls(tmp_path):
         model={"pooling": "add"},
     )
     summary = train(load_spec(spec), tmp_path)
-    rows = _rows(tmp_path)
+    rows = metric_rows(tmp_path)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert summary["monitor"] == "val_mae" and "test_mae" in summary["best_metrics"]
     preds = _csv(tmp_path / "predictions.csv")
@@ -168,7 +165,7 @@ def test_zinc_subset_regression_loss_falls(tmp_path):
 def test_link_prediction_runs(tmp_path):
     spec = tiny_gt(task="link_prediction", training={"epochs": 2}, model={"local_layer": "gcn"})
     summary = train(load_spec(spec), tmp_path)
-    row = _rows(tmp_path)[-1]
+    row = metric_rows(tmp_path)[-1]
     assert {"val_roc_auc", "val_ap", "val_precision_at_k", "val_accuracy"} <= set(row)
     assert 0.0 <= summary["best_metrics"]["test_roc_auc"] <= 1.0
     preds = _csv(tmp_path / "predictions.csv")
@@ -193,11 +190,8 @@ def test_resume_continues_like_the_uninterrupted_run(tmp_path):
         model={"dropout": 0.2, "attn_dropout": 0.2},
         checkpoint={"every_n_epochs": 1, "keep_top_k": 1},
     )
-    full, part = tmp_path / "full", tmp_path / "part"
-    train(load_spec(spec), full)
-    train(load_spec(spec, ["training.epochs=2"]), part)
-    train(load_spec(spec), part, resume=str(part / "checkpoints" / "epoch-0002.pt"))
-    a, b = _rows(full), _rows(part)
+    full, part = stopped_and_resumed(spec, tmp_path)
+    a, b = metric_rows(full), metric_rows(part)
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]
     for x, y in zip(a, b, strict=True):  # same batches, sign flips and dropout masks
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +12,12 @@ from core.callbacks import MonitorError
 from core.checkpoint import CheckpointCorrupt, load_checkpoint, sha256_file
 from core.run import train
 from core.spec import load_spec
-from tests.core_specs import tiny_cora
-
-
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+from tests.core_specs import metric_rows, stopped_and_resumed, tiny_cora
 
 
 def test_run_writes_every_output(tmp_path):
     summary = train(load_spec(tiny_cora()), tmp_path)
-    rows = _metrics(tmp_path)
+    rows = metric_rows(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert {"train_loss", "val_loss", "lr", "seconds", "step"} <= set(rows[0])
     assert "probe_test_acc" in rows[1] and "probe_test_acc" not in rows[0]
@@ -59,7 +54,7 @@ def test_concat_readout_is_what_is_probed_and_written(tmp_path):
 
 def test_loss_falls(tmp_path):
     train(load_spec(tiny_cora(training={"epochs": 4})), tmp_path)
-    rows = _metrics(tmp_path)
+    rows = metric_rows(tmp_path)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rows[-1]["val_loss"] < rows[0]["val_loss"]
 
@@ -99,12 +94,8 @@ def test_resume_continues_exactly_like_the_uninterrupted_run(tmp_path):
         model={"dropout": 0.3},
         checkpoint={"every_n_epochs": 1, "keep_top_k": 1},
     )
-    full, part = tmp_path / "full", tmp_path / "part"
-    train(load_spec(spec), full)
-    train(load_spec(spec, ["training.epochs=2"]), part)
-    # The stopped run resumes from its epoch-2 checkpoint with the full epoch budget.
-    train(load_spec(spec), part, resume=str(part / "checkpoints" / "epoch-0002.pt"))
-    a, b = _metrics(full), _metrics(part)
+    full, part = stopped_and_resumed(spec, tmp_path)
+    a, b = metric_rows(full), metric_rows(part)
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]
     for x, y in zip(a, b, strict=True):  # same up to float32 rounding of threaded CPU kernels
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-6)
@@ -156,7 +147,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
 def test_schedulers_and_precision(tmp_path, scheduler):
     spec = tiny_cora(scheduler=scheduler, training={"precision": "bf16"})
     train(load_spec(spec), tmp_path)
-    lrs = [r["lr"] for r in _metrics(tmp_path)]
+    lrs = [r["lr"] for r in metric_rows(tmp_path)]
     assert len(set(lrs)) > 1 or scheduler["name"] == "plateau"
     if scheduler["name"] == "step":
         assert lrs == pytest.approx([0.01, 0.005, 0.0025])
@@ -165,7 +156,7 @@ def test_schedulers_and_precision(tmp_path, scheduler):
 def test_streaming_walks_train(tmp_path):
     spec = tiny_cora(walks={"mode": "streaming", "epoch_fraction": 0.2})
     summary = train(load_spec(spec), tmp_path)
-    rows = _metrics(tmp_path)
+    rows = metric_rows(tmp_path)
     assert summary["epochs_completed"] == 3 and rows[0]["step"] > 0
     assert rows[-1]["val_loss"] < rows[0]["val_loss"]
 

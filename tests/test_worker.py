@@ -28,6 +28,7 @@ from store.db import session_scope
 from store.keys import get_or_create_owner
 from store.models import Artifact, Job, Metric, utcnow
 from store.settings import Settings
+from tests.e2e_helpers import wait_for
 from worker.recovery import requeue_orphans
 from worker.runner import LOST, REQUEUED, RunnerOptions, WorkerContext, run_job
 from worker.tail import JsonlTail
@@ -165,13 +166,17 @@ def start_hanging_run(
 ) -> HangingRun:
     """Start `run_job` in a thread and wait until 4 epochs are in the database."""
     ctx = make_context(settings, sessions, script, mode="hang", delay=0.01, grace=1.0)
+    thread, result = run_in_thread(job_id, ctx)
+    wait_for(lambda: len(metric_epochs(sessions, job_id)) >= 4, 10, "4 epochs", every=0.05)
+    return HangingRun(ctx, thread, result, run_pids(settings.artifact_root / job_id))
+
+
+def run_in_thread(job_id: str, ctx: WorkerContext) -> tuple[threading.Thread, list[str | None]]:
+    """`run_job` started in a thread; its result lands in the returned list."""
     result: list[str | None] = []
     thread = threading.Thread(target=lambda: result.append(run_job(job_id, ctx)))
     thread.start()
-    deadline = time.monotonic() + 10
-    while len(metric_epochs(sessions, job_id)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return HangingRun(ctx, thread, result, run_pids(settings.artifact_root / job_id))
+    return thread, result
 
 
 def test_tail_reads_whole_lines_once_and_rereads_a_rewritten_file(tmp_path: Path) -> None:
@@ -218,13 +223,9 @@ def test_metrics_arrive_while_the_run_is_going(
     settings: Settings, sessions: sessionmaker[Session], script: Path
 ) -> None:
     job_id = new_job(sessions)
-    ctx = make_context(settings, sessions, script, delay=0.5)
-    thread = threading.Thread(target=run_job, args=(job_id, ctx))
-    thread.start()
+    thread, _ = run_in_thread(job_id, make_context(settings, sessions, script, delay=0.5))
     try:
-        deadline = time.monotonic() + 10
-        while not metric_epochs(sessions, job_id) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: metric_epochs(sessions, job_id), 10, "the first epoch", every=0.05)
         seen = metric_epochs(sessions, job_id)
         job = job_row(sessions, job_id)
         assert seen and job.status == "running", (seen, job.status)
@@ -276,11 +277,9 @@ def test_a_duplicate_delivery_does_nothing(
 ) -> None:
     job_id = new_job(sessions)
     ctx = make_context(settings, sessions, script, delay=0.2)
-    first = threading.Thread(target=run_job, args=(job_id, ctx))
-    first.start()
-    deadline = time.monotonic() + 10  # the first delivery claims the job, however loaded
-    while job_row(sessions, job_id).status != "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    first, _ = run_in_thread(job_id, ctx)
+    # The first delivery claims the job (however loaded the machine), then the second comes.
+    wait_for(lambda: job_row(sessions, job_id).status == "running", 10, "the claim", every=0.01)
     assert run_job(job_id, ctx) is None  # while the first one runs
     first.join(30)
     assert run_job(job_id, ctx) is None  # and after it finished

@@ -111,7 +111,6 @@ class GraphTransformerTask(Task):
             )
         self.data = graphs.to_data_list()
         self.loss_fn = get_loss_fn(self.task, spec.loss, self.num_classes)
-        m = spec.model
         inputs = GraphInputs(
             num_node_types=graphs.num_node_types,
             node_dim=None if graphs.num_node_types is not None else int(graphs.x.size(1)),
@@ -128,15 +127,7 @@ class GraphTransformerTask(Task):
             inputs,
             task=self.task,
             out_dim=loss_output_dim(self.task, spec.loss or "", self.num_classes),
-            channels=m.channels,
-            layers=m.layers,
-            heads=m.heads,
-            local_layer=m.local_layer,
-            attention=m.attention,
-            attn_dropout=m.attn_dropout,
-            dropout=m.dropout,
-            pooling=m.pooling,
-            head_layers=m.head_layers,
+            **spec.model.model_dump(),  # the spec's model fields are the constructor's keywords
             pe_dims=[pe.dim for pe in spec.positional_encodings],
             pe_attrs=self.pe_attrs,
         )

@@ -121,26 +121,14 @@ class GraphSageSkipGramTask(Task):
         return self._make_model(graph).to(device)
 
     def _make_model(self, graph: NodeGraph) -> GraphSAGE:
-        m = self.spec.model
         learnable = None
         in_dim = graph.x.size(1) if graph.x is not None else 0
         if graph.x is None:  # no features: the input is a trained table (edge lists only)
             assert isinstance(self.spec.data, EdgeListData)
             learnable = graph.num_nodes
             in_dim = self.spec.data.learnable_dim
-        return GraphSAGE(
-            in_dim,
-            m.hidden_dim,
-            m.out_dim,
-            layers=m.layers,
-            aggregator=m.aggregator,
-            dropout=m.dropout,
-            normalize=m.normalize,
-            temperature=m.temperature,
-            activation=m.activation,
-            num_learnable_nodes=learnable,
-            readout=m.readout,
-        )
+        # The spec's model fields are the constructor's keywords, one for one.
+        return GraphSAGE(in_dim, **self.spec.model.model_dump(), num_learnable_nodes=learnable)
 
     # --- the loop's side of the seam ----------------------------------------------------------
 
