@@ -1,6 +1,7 @@
-# --- core fixtures and the gpu marker: tests/conftest_core.py ------------------------------------
-from tests.conftest_core import *  # noqa: E402, F403
-from tests.conftest_core import pytest_collection_modifyitems  # noqa: F401
+"""Fixtures every layer shares: `@pytest.mark.gpu` tests skip cleanly where CUDA is missing.
 
-# --- service (store, API) fixtures: tests/conftest_service.py ------------------------------------
-from tests.conftest_service import *  # noqa: E402, F403
+The core and family tests need only `pip install -e .` (no service extras); the service and
+end-to-end fixtures live in `tests/service/conftest.py` and `tests/e2e/conftest.py`.
+"""
+
+from tests.support.gpu import pytest_collection_modifyitems  # noqa: F401

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 from store.db import make_engine
 from store.migrate import downgrade, head_revision, upgrade_head
 from store.models import Base
-from tests.conftest_service import create_pg_database, drop_pg_database
+from tests.support.service import create_pg_database, drop_pg_database
 
 TABLES = {"owners", "api_keys", "jobs", "metrics", "artifacts", "datasets"}
 

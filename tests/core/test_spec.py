@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from core.spec import SpecError, dump_spec, load_spec
-from tests.core_specs import tiny_cora
+from tests.support.specs import tiny_cora
 
 
 def test_yaml_and_json_load_to_the_same_model():

@@ -16,8 +16,8 @@ from core.models.gps import GPSModel, GraphInputs, count_parameters
 from core.run import train
 from core.spec import SpecError, load_spec
 from core.task import RunContext
-from tests.core_specs import metric_rows, stopped_and_resumed
-from tests.gt_helpers import gt_cache, gt_env, one_thread, tiny_gt  # noqa: F401
+from tests.support.specs import metric_rows, stopped_and_resumed
+from tests.support.graphs import gt_cache, gt_env, one_thread, tiny_gt  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread", "gt_env")
 

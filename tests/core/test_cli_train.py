@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from tests.core_specs import tiny_cora
+from tests.support.specs import tiny_cora
 
 TRAINCTL = [sys.executable, "-m", "cli.main"]
 

@@ -23,7 +23,7 @@ import yaml
 
 from core.launch import free_port  # noqa: F401  (re-exported for the e2e tests)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CLI = [sys.executable, "-m", "cli.main"]
 

@@ -15,7 +15,7 @@ import yaml
 
 from cli.main import main as trainctl
 from store.settings import Settings
-from tests.e2e_helpers import COMPOSE_FILE, REPO, compose_services
+from tests.support.e2e import COMPOSE_FILE, REPO, compose_services
 
 DOCKERFILE = REPO / "Dockerfile"
 HOME_VOLUME = "trainctl-home"
@@ -103,7 +103,7 @@ def test_commands_are_trainctl_commands(services: dict[str, Any], name: str) -> 
 
 
 def test_the_e2e_tests_run_the_compose_commands() -> None:
-    source = (REPO / "tests" / "test_e2e.py").read_text()
+    source = (REPO / "tests" / "e2e" / "test_e2e.py").read_text()
     for name in ("migrate", "api", "worker"):
         assert f'compose_command("{name}")' in source, name
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_api import *  # noqa: F403
-from tests.test_api_files import *  # noqa: F403
+from tests.service.test_api import *  # noqa: F403
+from tests.service.test_api_files import *  # noqa: F403
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 from core.run import train
 from core.spec import load_spec
 from core.walks import CSR, NegativeSampler, random_walks, window_pairs
-from tests.core_specs import tiny_cora
+from tests.support.specs import tiny_cora
 
 pytestmark = pytest.mark.gpu
 

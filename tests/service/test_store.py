@@ -16,7 +16,7 @@ from store.db import make_engine, session_scope
 from store.keys import authenticate, create_owner_key, get_or_create_owner, revoke_key
 from store.models import ApiKey, Artifact, Job, Metric
 from store.settings import Settings
-from tests.conftest_service import VALID_SPEC
+from tests.support.service import VALID_SPEC
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -12,7 +12,7 @@ from core.callbacks import MonitorError
 from core.checkpoint import CheckpointCorrupt, load_checkpoint, sha256_file
 from core.run import train
 from core.spec import load_spec
-from tests.core_specs import metric_rows, stopped_and_resumed, tiny_cora
+from tests.support.specs import metric_rows, stopped_and_resumed, tiny_cora
 
 
 def test_run_writes_every_output(tmp_path):

@@ -19,7 +19,7 @@ from api.files import read_upto
 from api.main import create_app
 from store import queries
 from store.db import session_scope
-from tests.test_api import submit
+from tests.service.test_api import submit
 
 
 def record(sessions, settings, job_id: str, relative: str, data: bytes, **fields) -> Path:

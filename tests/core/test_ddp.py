@@ -11,7 +11,7 @@ import yaml
 
 from core.checkpoint import load_checkpoint
 from core.launch import training_command
-from tests.core_specs import metric_rows, tiny_cora
+from tests.support.specs import metric_rows, tiny_cora
 
 
 def _run(spec: dict, run_dir, devices: int) -> None:

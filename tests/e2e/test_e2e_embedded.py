@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from cli.main import main as trainctl
 from store.db import make_engine, session_factory
 from store.models import Job
-from tests.e2e_helpers import (
+from tests.support.e2e import (
     CLI,
     CORA_NODES,
     TINY_CORA,

@@ -15,7 +15,7 @@ from core.data.tu import load_tu
 from core.spec import load_spec
 from core.spec.graph_transformer import LaplacianPE, RwsePE, TUData
 from core.task import RunContext
-from tests.gt_helpers import gt_cache, gt_env, one_thread, tiny_gt  # noqa: F401
+from tests.support.graphs import gt_cache, gt_env, one_thread, tiny_gt  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread", "gt_env")
 

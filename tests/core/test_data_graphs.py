@@ -10,7 +10,7 @@ from core.data.roots import DatasetNotFound
 from core.run import train
 from core.spec import load_spec
 from core.spec.graphsage import EdgeListData
-from tests.core_specs import tiny_cora
+from tests.support.specs import tiny_cora
 
 
 def test_cora_public_split():

@@ -28,7 +28,7 @@ from store.db import session_scope
 from store.keys import get_or_create_owner
 from store.models import Artifact, Job, Metric, utcnow
 from store.settings import Settings
-from tests.e2e_helpers import wait_for
+from tests.support.e2e import wait_for
 from worker.recovery import requeue_orphans
 from worker.runner import LOST, REQUEUED, RunnerOptions, WorkerContext, run_job
 from worker.tail import JsonlTail
@@ -368,7 +368,7 @@ def test_spec_file_and_environment_of_the_training_process(
     env = json.loads((settings.artifact_root / job_id / "env.json").read_text())
     roots = env["TRAINCTL_DATA_ROOT"].split(os.pathsep)
     assert roots[0] == str(settings.upload_root / "alice")  # the owner's uploads come first
-    assert str(Path(__file__).resolve().parents[1]) in env["PYTHONPATH"].split(os.pathsep)
+    assert str(Path(__file__).resolve().parents[2]) in env["PYTHONPATH"].split(os.pathsep)
 
 
 def test_the_first_rank_to_fail_is_the_root_cause_and_old_errors_are_kept(

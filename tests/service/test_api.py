@@ -21,7 +21,7 @@ from store import queries
 from store.db import session_scope
 from store.models import Job
 from store.settings import Settings
-from tests.conftest_service import VALID_SPEC
+from tests.support.service import VALID_SPEC
 
 JOB_ROUTES = [
     ("GET", "/jobs/{id}"),

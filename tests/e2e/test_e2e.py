@@ -23,8 +23,8 @@ from click.testing import CliRunner
 
 from cli.main import main as trainctl
 from store.settings import Settings
-from tests.conftest_service import create_pg_database, drop_pg_database
-from tests.e2e_helpers import (
+from tests.support.service import create_pg_database, drop_pg_database
+from tests.support.e2e import (
     CLI,
     CORA_NODES,
     TINY_CORA,
