@@ -1,8 +1,8 @@
 """Core speed on Cora, each figure a ratio against a plain implementation run in this script.
 
 1. Walks + pairs + negatives (10 walks x length 20 per node, window 5, 5 negatives per pair):
-   `core.walks` against the straightforward version (Python walks over neighbour lists, Python
-   window loops, `torch.multinomial` negatives).
+   `core.families.graphsage_skipgram.walks` against the straightforward version (Python walks
+   over neighbour lists, Python window loops, `torch.multinomial` negatives).
 2. Training steps: `core.trainer.Trainer` on the GraphSAGE skip-gram task against a plain PyG
    loop (PyG's `GraphSAGE` model, Adam, clip, step) over the same pair batches.
 3. Optionally (`--example`), the example spec end to end: seconds to its best probe accuracy.
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from core.data.graphs import load_planetoid
-from core.walks import CSR, NegativeSampler, random_walks, window_pairs
+from core.families.graphsage_skipgram.walks import CSR, NegativeSampler, random_walks, window_pairs
 
 WALKS, LENGTH, WINDOW, NEG = 10, 20, 5, 5
 
@@ -91,7 +91,7 @@ def bench_pipeline(device: torch.device) -> dict[str, float]:
 def bench_steps(device: torch.device, steps: int, batch_size: int) -> dict[str, float]:
     from torch_geometric.nn.models import GraphSAGE as PygGraphSAGE
 
-    from core.families.graphsage_skipgram import GraphSageSkipGramTask
+    from core.families.graphsage_skipgram.task import GraphSageSkipGramTask
     from core.spec import load_spec
     from core.task import RunContext
     from core.trainer import Trainer

@@ -60,8 +60,8 @@ def bench_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_ours(spec_dict: dict[str, Any], out: Path, device: torch.device) -> dict[str, Any]:
-    from core.families.graph_transformer import GraphTransformerTask
-    from core.models.gps import count_parameters
+    from core.modelinfo import count_parameters
+    from core.families.graph_transformer.task import GraphTransformerTask
     from core.spec import load_spec
     from core.task import RunContext
     from core.trainer import Trainer
@@ -131,7 +131,7 @@ class PlainGPS(nn.Module):
 def run_plain(spec_dict: dict[str, Any], device: torch.device) -> dict[str, Any]:
     from torch_geometric.loader import DataLoader
 
-    from core.families.graph_transformer import load_graph_set
+    from core.families.graph_transformer.task import load_graph_set
     from core.spec import load_spec
 
     spec = load_spec(spec_dict)
@@ -229,7 +229,7 @@ def main() -> None:
     device = torch.device(args.device)
     spec = bench_spec(args)
 
-    from core.families.graph_transformer import load_graph_set
+    from core.families.graph_transformer.task import load_graph_set
     from core.spec import load_spec
 
     load_graph_set(load_spec(spec))  # process and cache once, outside the timings

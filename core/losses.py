@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.registry import Registry
-from core.spec.graph_transformer import TASK_LOSSES
+from core.spec.tasks import TASK_LOSSES
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

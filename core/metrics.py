@@ -27,7 +27,7 @@ from torchmetrics.retrieval import RetrievalPrecision
 
 from core.losses import canonical_task
 from core.registry import Registry
-from core.spec.graph_transformer import TASK_METRICS
+from core.spec.tasks import TASK_METRICS
 
 MetricFactory = Callable[[int | None, int], Metric]
 

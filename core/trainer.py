@@ -1,20 +1,20 @@
 """The one training loop every family uses.
 
-Read `fit` top to bottom: resume, then per epoch train (gradient accumulation, AMP, clipping),
-evaluate, ask the family for quality metrics, step the scheduler, run the callbacks
-(early stopping, checkpoints), report; at the end evaluate the best checkpoint on the test
-split and write the family's outputs and `summary.json`. Under DDP every rank runs this loop;
-rank 0 alone writes files and reports.
+Read `fit` top to bottom: resume, then per epoch train (gradient accumulation, AMP, clipping,
+per-step schedulers, loss parts, grad norms, a stop at the first non-finite loss), evaluate,
+ask the family for quality metrics, step the epoch scheduler, run the callbacks (early
+stopping, checkpoints), report; at the end evaluate the best checkpoint on the test split and
+write the family's outputs and `summary.json`. Under DDP every rank runs this loop; rank 0
+alone writes files and reports.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +23,45 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from core import distributed as D
-from core.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from core.callbacks import Callback, EarlyStopping, ModelCheckpoint, check_monitor
 from core.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, sha256_file
 from core.hooks import TensorBoardHook
-from core.optim import get_optimizer, get_scheduler, step_scheduler
-from core.report import NullReporter, Reporter, RunDirReporter
+from core.modelinfo import model_summary
+from core.optim import get_optimizer, get_scheduler, scheduler_interval, step_scheduler
+from core.report import (
+    ArtifactEvent,
+    MetricsRecord,
+    NullReporter,
+    Reporter,
+    RunDirReporter,
+    finite_or_none,
+    strict_json,
+)
 from core.seed import rng_state, set_rng_state, set_seed
 from core.spec import BaseJobSpec
-from core.task import Artifact, RunContext, Task
+from core.task import LossOutput, Output, RunContext, Task
 
 log = logging.getLogger(__name__)
 
 LogHook = Callable[[dict[str, float], int, str], None]
 CHECKPOINT_FORMAT = 1
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16-mixed": torch.float16}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a training step was NaN or infinite; the run stops before that epoch's
+    checkpoints are written."""
+
+
+def split_loss(output: LossOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`(loss, parts)` from what `Task.training_loss` returned (a tensor or a mapping with a
+    `loss` entry); parts are detached."""
+    if isinstance(output, torch.Tensor):
+        return output, {}
+    if not isinstance(output, Mapping) or "loss" not in output:
+        raise TypeError("training_loss must return a tensor or a mapping with a 'loss' entry")
+    parts = {k: v.detach().float() for k, v in output.items() if k != "loss"}
+    return output["loss"], parts
 
 
 class Trainer:
@@ -54,13 +79,26 @@ class Trainer:
         self.spec: BaseJobSpec = task.spec
         train = self.spec.training
         set_seed(train.seed + self.ctx.rank, train.deterministic)
+        task.setup_data()
         self.model: nn.Module = task.build_model()
+        self.model_info = model_summary(self.model)
+        if self.ctx.is_main:
+            log.info(
+                "model: %s parameters (%s trainable), %.2f MB",
+                f"{self.model_info['parameters']:,}",
+                f"{self.model_info['trainable']:,}",
+                self.model_info["megabytes"],
+            )
         self.net: nn.Module = self.model  # what the loop calls: DDP-wrapped under DDP
         if self.ctx.world_size > 1:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = get_optimizer(self.model, self.spec.optimizer)
-        self.scheduler = get_scheduler(self.optimizer, self.spec.scheduler, train.epochs)
+        self.scheduler_interval = scheduler_interval(self.spec.scheduler)
+        steps_per_epoch = self._steps_per_epoch() if self.scheduler_interval == "step" else None
+        self.scheduler = get_scheduler(
+            self.optimizer, self.spec.scheduler, train.epochs, steps_per_epoch
+        )
         self.amp_dtype = _AMP_DTYPES.get(train.precision)
         self.scaler = torch.amp.GradScaler(
             self.ctx.device.type, enabled=train.precision == "fp16-mixed"
@@ -108,7 +146,22 @@ class Trainer:
         return next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
 
     def available_metrics(self) -> set[str]:
-        return {"train_loss", "lr", "epoch"} | set(self.task.metric_names())
+        parts = {f"train_{p}" for p in self.task.loss_parts()}
+        grads = {"grad_norm", "grad_norm_max"}
+        return {"train_loss", "lr", "epoch"} | parts | grads | set(self.task.metric_names())
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (for per-step schedulers): the family's batch count."""
+        try:
+            batches = len(self.task.train_batches(1))  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError(
+                f"scheduler {self.spec.scheduler.name!r} steps per optimizer step and needs a "
+                f"known number of batches per epoch, which family {self.spec.family!r} cannot "
+                "tell in advance with these settings; use an epoch scheduler (cosine, step, "
+                "plateau)"
+            ) from None
+        return max(1, math.ceil(batches / self.spec.training.gradient_accumulation))
 
     # --- one epoch ----------------------------------------------------------------------------
 
@@ -117,46 +170,92 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
 
-    def _optimizer_step(self, micro_batches: int) -> None:
+    def _optimizer_step(self, micro_batches: int) -> torch.Tensor:
+        """Unscale, clip, step; the gradients' total norm before clipping (a 0-dim tensor)."""
         accumulation = self.spec.training.gradient_accumulation
         if micro_batches != accumulation:  # a short last group: rescale to its mean
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.grad.mul_(accumulation / micro_batches)
         self.scaler.unscale_(self.optimizer)
-        if self.spec.training.gradient_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.training.gradient_clip)
+        clip = self.spec.training.gradient_clip
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()  # type: ignore[call-arg]
+        return norm.detach().float()
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, batch_index: int) -> None:
+        if not bool(torch.isfinite(loss.detach())):
+            raise NonFiniteLossError(
+                f"the training loss is {float(loss):g} at epoch {epoch}, step "
+                f"{self.global_step + 1} (batch {batch_index} of the epoch); stopped before any "
+                "checkpoint of this epoch. Lower optimizer.lr, keep training.gradient_clip on, "
+                "use precision fp32, or check the data for NaN/Inf values"
+            )
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the family's training batches; returns `{"train_loss": mean}`."""
+        """One pass over the family's training batches: `train_loss` and `train_<part>` (means
+        over the epoch's batches and ranks), `grad_norm` (mean) and `grad_norm_max` (before
+        clipping). Raises NonFiniteLossError at the first NaN/Inf loss."""
         self.net.train()
-        accumulation = self.spec.training.gradient_accumulation
+        self.task.epoch = epoch
+        train = self.spec.training
+        accumulation = train.gradient_accumulation
         loss_sum = torch.zeros((), device=self.ctx.device)
+        part_sums: dict[str, torch.Tensor] = {}
+        norms: list[torch.Tensor] = []
+        window: list[torch.Tensor] = []  # losses since the last step-level row
         batches = 0
         pending = 0  # micro-batches whose gradients wait for a step
-        iterator: Iterator[Any] = iter(self.task.train_batches(epoch))
+        epoch_batches = self.task.train_batches(epoch)
+        D.check_batch_counts(epoch_batches, self.ctx.device, epoch)
+        iterator: Iterator[Any] = iter(epoch_batches)
         batch = next(iterator, None)
         while batch is not None:
             following = next(iterator, None)
             sync = pending + 1 == accumulation or following is None
             no_sync = getattr(self.net, "no_sync", None)
+            self.task.global_step = self.global_step
             with contextlib.nullcontext() if sync or no_sync is None else no_sync():
                 with self._autocast():
-                    loss = self.task.training_loss(self.net, batch)
+                    loss, parts = split_loss(self.task.training_loss(self.net, batch))
+                self._check_finite(loss, epoch, batches + 1)
                 self.scaler.scale(loss / accumulation).backward()
             loss_sum += loss.detach().float()
+            window.append(loss.detach().float())
+            for name, value in parts.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value
             batches += 1
             pending += 1
             if sync:
-                self._optimizer_step(pending)
+                norms.append(self._optimizer_step(pending))
                 pending = 0
+                every = train.log_every_n_steps
+                if every and self.global_step % every == 0:
+                    self._report_step(epoch, window, norms[-1])
+                    window = []
             batch = following
-        mean = D.mean_across_ranks(loss_sum / max(batches, 1))
-        return {"train_loss": float(mean)}
+        count = max(batches, 1)
+        metrics = {"train_loss": float(D.mean_across_ranks(loss_sum / count))}
+        for name, total in part_sums.items():
+            metrics[f"train_{name}"] = float(D.mean_across_ranks(total / count))
+        if norms:
+            stacked = torch.stack(norms)
+            metrics["grad_norm"] = float(stacked.mean())
+            metrics["grad_norm_max"] = float(stacked.max())
+        return metrics
+
+    def _report_step(self, epoch: int, losses: list[torch.Tensor], norm: torch.Tensor) -> None:
+        """A step-level metrics row: the mean loss since the last one, LR and grad norm."""
+        loss = float(D.mean_across_ranks(torch.stack(losses).mean()))
+        if self.ctx.is_main:
+            values = {"train_loss": loss, "lr": self._current_lr(), "grad_norm": float(norm)}
+            self.reporter.metrics(MetricsRecord(epoch, self.global_step, values, "step"))
 
     @torch.no_grad()
     def eval_epoch(self, epoch: int, split: str = "val") -> dict[str, float]:
@@ -182,6 +281,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "callbacks": {c.name: c.state_dict() for c in self.callbacks},
+            "task": self.task.state_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
             "history": self.history,
@@ -195,16 +295,8 @@ class Trainer:
         if not self.ctx.is_main:
             return
         digest = save_checkpoint(state, path)
-        self.reporter.artifact(
-            {
-                "event": "created",
-                "kind": "checkpoint",
-                "tag": tag,
-                "epoch": self.epoch,
-                "path": str(path.relative_to(self.ctx.run_dir)),
-                "size": path.stat().st_size,
-                "sha256": digest,
-            }
+        self._register(
+            Output("checkpoint", str(path.relative_to(self.ctx.run_dir)), tag=tag), digest
         )
 
     def delete_checkpoint(self, path: Path) -> None:
@@ -212,13 +304,8 @@ class Trainer:
             return
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
-        self.reporter.artifact(
-            {
-                "event": "deleted",
-                "kind": "checkpoint",
-                "path": str(path.relative_to(self.ctx.run_dir)),
-            }
-        )
+        rel = str(path.relative_to(self.ctx.run_dir))
+        self.reporter.artifact(ArtifactEvent("deleted", "checkpoint", rel))
 
     def load_checkpoint(self, path: Path, weights_only: bool = False) -> dict[str, Any]:
         """Restore from `path`: the model alone, or (default) the whole training state."""
@@ -233,6 +320,7 @@ class Trainer:
         for callback in self.callbacks:
             if callback.name in state["callbacks"]:
                 callback.load_state_dict(state["callbacks"][callback.name])
+        self.task.load_state_dict(state.get("task") or {})
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.history = list(state["history"])
         rngs = state["rng"]
@@ -256,17 +344,24 @@ class Trainer:
     def _report(self, record: dict[str, Any]) -> None:
         if not self.ctx.is_main:
             return
-        self.reporter.epoch(record)
+        values = {k: v for k, v in record.items() if k not in ("epoch", "step")}
+        self.reporter.metrics(MetricsRecord(record["epoch"], record["step"], values))
         numeric = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
         for hook in self.log_hooks:
             hook(numeric, record["epoch"], "epoch")
 
+    def _check_setup(self, available: set[str]) -> None:
+        """Every monitor names a metric the run reports, before any epoch trains."""
+        for callback in self.callbacks:
+            callback.setup(self, available)
+        monitor = getattr(self.spec.scheduler, "monitor", None)
+        if monitor is not None:
+            check_monitor("scheduler", monitor, available)
+
     def fit(self, resume_from: Path | None = None) -> dict[str, Any]:
         """Train to the last epoch or an early stop; return the run's summary."""
         train = self.spec.training
-        available = self.available_metrics()
-        for callback in self.callbacks:
-            callback.setup(self, available)
+        self._check_setup(self.available_metrics())
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         started = time.perf_counter()
@@ -297,7 +392,10 @@ class Trainer:
                     "seconds": round(time.perf_counter() - t0, 4),
                 }
                 self.history.append(record)  # before the callbacks: checkpoints carry it
-                step_scheduler(self.scheduler, metrics, getattr(self.spec.scheduler, "monitor", ""))
+                if self.scheduler_interval == "epoch":
+                    step_scheduler(
+                        self.scheduler, metrics, getattr(self.spec.scheduler, "monitor", "")
+                    )
                 for callback in self.callbacks:
                     callback.on_epoch_end(self, epoch, metrics)
                 self.should_stop = D.any_rank(self.should_stop, self.ctx.device)
@@ -305,8 +403,6 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
-                if not all(math.isfinite(v) for k, v in metrics.items() if k.endswith("loss")):
-                    raise FloatingPointError(f"non-finite loss at epoch {epoch}: {metrics}")
         finally:
             if bar is not None:
                 bar.close()
@@ -326,17 +422,18 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             final = self.task.epoch_metrics(self.model, self.epoch, final=True)
             artifacts = self.task.write_outputs(self.model, self.ctx.run_dir)
+            extra = self.task.summary()
         for hook in self.log_hooks:
             hook({**test, **final}, self.epoch, "best")
             if isinstance(hook, TensorBoardHook):
                 hook.close()
                 events = sorted(hook.log_dir.glob("events.*"))
                 artifacts += [
-                    Artifact("tensorboard", str(p.relative_to(self.ctx.run_dir))) for p in events
+                    Output("tensorboard", str(p.relative_to(self.ctx.run_dir))) for p in events
                 ]
         early = next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
         summary = {
-            "family": self.spec.family,  # type: ignore[attr-defined]
+            "family": self.spec.family,
             "name": self.spec.name,
             "epochs_completed": self.epoch,
             "global_step": self.global_step,
@@ -349,36 +446,30 @@ class Trainer:
             "best_metrics": {**test, **final},
             "seconds": round(seconds, 3),
             "world_size": self.ctx.world_size,
+            "model": self.model_info,
             "outputs": [a.path for a in artifacts],
+            **extra,
         }
-        self._register(artifacts)
+        summary = finite_or_none(summary)  # strict JSON: NaN/Inf as null
+        for output in artifacts:
+            self._register(output)
         path = self.ctx.run_dir / "summary.json"
-        digest = atomic_write_bytes(path, json.dumps(summary, indent=2, default=float).encode())
-        self.reporter.artifact(
-            {
-                "event": "created",
-                "kind": "summary",
-                "path": "summary.json",
-                "size": path.stat().st_size,
-                "sha256": digest,
-                "epoch": self.epoch,
-                "tag": None,
-            }
-        )
+        digest = atomic_write_bytes(path, strict_json(summary, indent=2).encode())
+        self._register(Output("summary", "summary.json"), digest)
         return summary
 
-    def _register(self, artifacts: list[Artifact]) -> None:
-        for art in artifacts:
-            path = self.ctx.run_dir / art.path
-            self.reporter.artifact(
-                {
-                    "event": "created",
-                    "kind": art.kind,
-                    "path": art.path,
-                    "tag": art.tag,
-                    "epoch": art.epoch if art.epoch is not None else self.epoch,
-                    "size": path.stat().st_size,
-                    "sha256": sha256_file(path),
-                    **art.extra,
-                }
+    def _register(self, output: Output, sha256: str | None = None) -> None:
+        """Report a file of the run directory as a created artifact (size, sha256 added)."""
+        path = self.ctx.run_dir / output.path
+        self.reporter.artifact(
+            ArtifactEvent(
+                "created",
+                output.kind,
+                output.path,
+                size=path.stat().st_size,
+                sha256=sha256 or sha256_file(path),
+                epoch=output.epoch if output.epoch is not None else self.epoch,
+                tag=output.tag,
+                meta=output.meta,
             )
+        )

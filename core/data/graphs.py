@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from core.data.roots import DatasetNotFound, resolve_data_path
-from core.spec.graphsage import EdgeListData, PlanetoidData
+from core.spec.data import EdgeListData, PlanetoidData
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from core.data.graphset import GraphSet, files_digest, ranges
 from core.data.roots import cache_dir
-from core.spec.graph_transformer import LaplacianPE, RwsePE
+from core.spec.pe import LaplacianPE, RwsePE
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from core.spec.graph_transformer import FractionsSplit, KFoldSplit, OwnSplit
+from core.spec.splits import FractionsSplit, KFoldSplit, OwnSplit
 
 SPLITS = ("train", "val", "test")
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from core.data.graphset import GraphSet, files_digest, ptr_from_counts
 from core.data.roots import DatasetNotFound, resolve_data_path
-from core.spec.graph_transformer import TUData, TUUploadData
+from core.spec.data import TUData, TUUploadData
 
 log = logging.getLogger(__name__)
 

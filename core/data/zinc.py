@@ -30,7 +30,7 @@ import torch
 
 from core.data.graphset import GraphSet, files_digest, ptr_from_counts
 from core.data.roots import cache_dir, resolve_data_path
-from core.spec.graph_transformer import ZincData
+from core.spec.data import ZincData
 
 log = logging.getLogger(__name__)
 

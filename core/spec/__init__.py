@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from functools import cache, reduce
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -16,33 +17,44 @@ import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from core.spec.common import BaseJobSpec
-from core.spec.graph_transformer import GraphTransformerSpec
-from core.spec.graphsage import GraphSageSkipGramSpec
 
 __all__ = [
-    "FAMILIES",
     "BaseJobSpec",
-    "GraphSageSkipGramSpec",
-    "JobSpec",
     "SpecError",
     "apply_overrides",
     "dump_spec",
+    "family_names",
+    "family_schema",
     "load_spec",
     "parse_spec_text",
+    "spec_models",
 ]
 
-# Every family's spec model. Add a family here and nowhere else.
-_FAMILY_MODELS: tuple[type[BaseJobSpec], ...] = (GraphSageSkipGramSpec, GraphTransformerSpec)
 
-FAMILIES: tuple[str, ...] = tuple(
-    get_args(m.model_fields["family"].annotation)[0] for m in _FAMILY_MODELS
-)
+def spec_models() -> tuple[type[BaseJobSpec], ...]:
+    """Every registered family's spec model, from the family registry (`core.families`)."""
+    from core.families import families  # torch-free; imported late: family specs import us
 
-JobSpec = Annotated[
-    GraphSageSkipGramSpec | GraphTransformerSpec,  # `A | B | ...` as families are added
-    Field(discriminator="family"),
-]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+    return tuple(f.spec for f in families().values())
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(m.family_name() for m in spec_models())
+
+
+@cache
+def _adapter() -> TypeAdapter[Any]:
+    """The discriminated union of every family's spec, selected by `family`."""
+    union = reduce(lambda a, b: a | b, spec_models())  # type: ignore[arg-type, return-value]
+    return TypeAdapter(Annotated[union, Field(discriminator="family")])
+
+
+def family_schema(family: str) -> dict[str, Any]:
+    """The JSON Schema of `family`'s spec; ValueError listing the families if unknown."""
+    for model in spec_models():
+        if model.family_name() == family:
+            return model.model_json_schema()
+    raise ValueError(f"unknown family {family!r}; choose one of {', '.join(family_names())}")
 
 
 class SpecError(ValueError):
@@ -101,7 +113,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 
 def _allowed_fields(loc: tuple[Any, ...], data: Any) -> list[str] | None:
     """The field names allowed where `loc` points, by walking the family model along `loc`."""
-    model: type[BaseModel] | None = _pick_model(_FAMILY_MODELS, data)
+    model: type[BaseModel] | None = _pick_model(spec_models(), data)
     node = data
     candidates: list[type[BaseModel]] = []
     for part in loc[:-1]:
@@ -215,17 +227,18 @@ def load_spec(
         data = dict(source)
     data = apply_overrides(data, overrides)
     if "family" not in data:
+        families = list(family_names())
         raise SpecError(
             [
                 {
                     "loc": "family",
-                    "msg": f"missing; allowed: {', '.join(FAMILIES)}",
-                    "allowed": list(FAMILIES),
+                    "msg": f"missing; allowed: {', '.join(families)}",
+                    "allowed": families,
                 }
             ]
         )
     try:
-        return _ADAPTER.validate_python(data)
+        return _adapter().validate_python(data)
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, data)) from None
 

@@ -5,7 +5,7 @@ This module must import without torch: the API validates specs with it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -52,24 +52,30 @@ class OptimizerSpec(Section):
 
 class NoScheduler(Section):
     name: Literal["none"] = "none"
+    interval: ClassVar[str] = "epoch"
 
 
 class CosineScheduler(Section):
     """Linear warmup for `warmup_epochs`, then cosine decay to `min_lr` at the last epoch."""
 
     name: Literal["cosine"]
+    interval: ClassVar[str] = "epoch"
     warmup_epochs: Annotated[int, Field(ge=0)] = 0
     min_lr: Annotated[float, Field(ge=0)] = 0.0
 
 
 class StepScheduler(Section):
     name: Literal["step"]
+    interval: ClassVar[str] = "epoch"
     step_size: Annotated[int, Field(ge=1)] = 30
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
 class PlateauScheduler(Section):
+    """Reduce the LR when `monitor` stops improving; steps only on epochs that evaluate."""
+
     name: Literal["plateau"]
+    interval: ClassVar[str] = "epoch"
     monitor: str = "val_loss"
     mode: Mode = "min"
     factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
@@ -77,8 +83,38 @@ class PlateauScheduler(Section):
     min_lr: Annotated[float, Field(ge=0)] = 0.0
 
 
+class LinearWarmupScheduler(Section):
+    """Per optimizer step: linear warmup from 0 over `warmup_steps`, then `decay` (constant,
+    linear or cosine) to `min_lr` at the last step."""
+
+    name: Literal["linear_warmup"]
+    interval: ClassVar[str] = "step"
+    warmup_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000
+    decay: Literal["constant", "linear", "cosine"] = "constant"
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+
+
+class OneCycleScheduler(Section):
+    """Per optimizer step: the 1cycle policy (Smith & Topin 2017, `torch.optim.lr_scheduler.
+    OneCycleLR`) from `max_lr / div_factor` up to `max_lr` over `pct_start` of the steps, then
+    down to `max_lr / (div_factor * final_div_factor)`. `optimizer.lr` is not used."""
+
+    name: Literal["onecycle"]
+    interval: ClassVar[str] = "step"
+    max_lr: Annotated[float, Field(gt=0, le=100)] = 0.01
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+    div_factor: Annotated[float, Field(ge=1)] = 25.0
+    final_div_factor: Annotated[float, Field(ge=1)] = 1e4
+
+
 SchedulerSpec = Annotated[
-    NoScheduler | CosineScheduler | StepScheduler | PlateauScheduler,
+    NoScheduler
+    | CosineScheduler
+    | StepScheduler
+    | PlateauScheduler
+    | LinearWarmupScheduler
+    | OneCycleScheduler,
     Field(discriminator="name"),
 ]
 
@@ -115,6 +151,11 @@ class TrainingSpec(Section):
     seed: int = 0
     deterministic: bool = False
     eval_every_n_epochs: Annotated[int, Field(ge=1)] = 1
+    log_every_n_steps: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="also report the running train_loss, lr and grad_norm every N optimizer "
+        "steps (step-level metric rows, for long epochs); default: per epoch only",
+    )
     tensorboard: bool = Field(default=True, description="write TensorBoard event files")
 
 
@@ -127,8 +168,10 @@ class ResourcesSpec(Section):
 
 
 class BaseJobSpec(Section):
-    """Sections shared by every family; a family adds `family`, `data`, `model` and its own."""
+    """Sections shared by every family. A family's spec (`core/families/<name>/spec.py`)
+    narrows `family` to `Literal["<name>"]` and adds `data`, `model` and its own sections."""
 
+    family: str
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.\- ]*$")] = (
         "job"
     )
@@ -138,3 +181,11 @@ class BaseJobSpec(Section):
     early_stopping: EarlyStoppingSpec | None = Field(default_factory=EarlyStoppingSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @classmethod
+    def family_name(cls) -> str:
+        """The `family` value this spec model accepts (its one-value Literal)."""
+        args = get_args(cls.model_fields["family"].annotation)
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise TypeError(f"{cls.__name__}.family must be a one-value Literal")
+        return args[0]

@@ -9,7 +9,7 @@ from core.data.graphs import load_edge_list, load_planetoid
 from core.data.roots import DatasetNotFound
 from core.run import train
 from core.spec import load_spec
-from core.spec.graphsage import EdgeListData
+from core.spec.data import EdgeListData
 from tests.support.specs import tiny_cora
 
 

@@ -10,7 +10,7 @@ import torch
 
 from core.data.roots import DatasetNotFound, data_roots, resolve_data_path
 from core.data.tu import load_tu, read_tu
-from core.spec.graph_transformer import TUData, TUUploadData
+from core.spec.data import TUData, TUUploadData
 from tests.support.graphs import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

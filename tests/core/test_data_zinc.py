@@ -10,7 +10,7 @@ import torch
 
 from core.data.roots import resolve_data_path
 from core.data.zinc import ATOM_VOCAB, NUM_ATOM_TYPES, SUBSET_DIR, load_zinc, smiles_to_graph
-from core.spec.graph_transformer import ZincData
+from core.spec.data import ZincData
 from tests.support.graphs import gt_cache, gt_env, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread", "gt_env")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.families.graphsage_skipgram.walks import CSR, NegativeSampler, random_walks, window_pairs
 from core.run import train
 from core.spec import load_spec
-from core.walks import CSR, NegativeSampler, random_walks, window_pairs
 from tests.support.specs import tiny_cora
 
 pytestmark = pytest.mark.gpu

@@ -13,7 +13,8 @@ from core.data.graphset import GraphSet, ptr_from_counts
 from core.data.pe import add_positional_encodings, laplacian_pe, random_walk_pe
 from core.data.tu import load_tu
 from core.spec import load_spec
-from core.spec.graph_transformer import LaplacianPE, RwsePE, TUData
+from core.spec.data import TUData
+from core.spec.pe import LaplacianPE, RwsePE
 from core.task import RunContext
 from tests.support.graphs import gt_cache, gt_env, one_thread, tiny_gt  # noqa: F401
 
@@ -111,10 +112,11 @@ def _first_graph_pe(task, epoch: int) -> torch.Tensor:
 
 
 def test_sign_flip_redrawn_each_epoch_train_only(tmp_path):
-    from core.families.graph_transformer import GraphTransformerTask
+    from core.families.graph_transformer.task import GraphTransformerTask
 
     spec = load_spec(tiny_gt())
     task = GraphTransformerTask(RunContext(spec, tmp_path, torch.device("cpu")))
+    task.setup_data()
     task.build_model()
     stored = {int(d.graph_id): d.pe_1 for d in task.data}
 
@@ -140,12 +142,13 @@ def test_sign_flip_redrawn_each_epoch_train_only(tmp_path):
 
 
 def test_no_flip_when_disabled(tmp_path):
-    from core.families.graph_transformer import GraphTransformerTask
+    from core.families.graph_transformer.task import GraphTransformerTask
 
     pes = tiny_gt()["positional_encodings"]
     pes[1] = {**pes[1], "random_sign_flip": False}
     spec = load_spec(tiny_gt(positional_encodings=pes))
     task = GraphTransformerTask(RunContext(spec, Path(tmp_path), torch.device("cpu")))
+    task.setup_data()
     task.build_model()
     stored = {int(d.graph_id): d.pe_1 for d in task.data}
     batch = next(iter(task.train_batches(1)))

@@ -51,7 +51,9 @@ def test_every_bad_field_is_reported_at_once_with_allowed_values():
         "model.aggregator",
         "model.layerz",
     }
-    assert by_loc["scheduler.name"]["allowed"] == ["none", "cosine", "step", "plateau"]
+    assert by_loc["scheduler.name"]["allowed"] == [
+        "none", "cosine", "step", "plateau", "linear_warmup", "onecycle"
+    ]  # fmt: skip
     assert by_loc["model.aggregator"]["allowed"] == ["mean", "max", "sum"]
     assert "hidden_dim" in by_loc["model.layerz"]["allowed"]
     assert "optimizer.name" in str(err.value)

@@ -34,7 +34,11 @@ def test_run_writes_every_output(tmp_path):
     )
     events = [json.loads(x) for x in (tmp_path / "artifacts.jsonl").read_text().splitlines()]
     kinds = {e["kind"] for e in events}
-    assert {"checkpoint", "embeddings", "node_ids", "summary", "tensorboard"} <= kinds
+    assert {"checkpoint", "embeddings", "ids", "summary", "tensorboard"} <= kinds
+    # The embeddings name their ids file, and the ids file its key column (the run contract).
+    (emb_event,) = [e for e in events if e["kind"] == "embeddings"]
+    (ids_event,) = [e for e in events if e["path"] == emb_event["meta"]["ids"]]
+    assert ids_event["path"] == "node_ids.csv" and ids_event["meta"]["id_column"] == "node_id"
     assert list((tmp_path / "tensorboard").glob("events.*"))
     for e in events:
         if (

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.models.gps import GPSModel, GraphInputs, count_parameters
+from core.families.graph_transformer.model import GPSModel, GraphInputs
+from core.modelinfo import count_parameters
 from core.run import train
 from core.spec import SpecError, load_spec
 from core.task import RunContext
-from tests.support.specs import metric_rows, stopped_and_resumed
 from tests.support.graphs import gt_cache, gt_env, one_thread, tiny_gt  # noqa: F401
+from tests.support.specs import metric_rows, stopped_and_resumed
 
 pytestmark = pytest.mark.usefixtures("one_thread", "gt_env")
 
@@ -94,14 +95,14 @@ def test_graphgps_zinc_config_has_424k_parameters():
 
 
 def test_ranks_agree_on_order_and_get_equal_shares(tmp_path):
-    from core.families.graph_transformer import GraphTransformerTask
+    from core.families.graph_transformer.task import GraphTransformerTask
 
     spec = load_spec(tiny_gt())
     tasks = [
         GraphTransformerTask(RunContext(spec, tmp_path, torch.device("cpu"), rank, 3))
         for rank in range(3)
     ]
-    tasks[0].build_model()
+    tasks[0].setup_data()
     for t in tasks[1:]:
         t.index, t.data = tasks[0].index, tasks[0].data
     orders = [t._rank_order(epoch=2) for t in tasks]
@@ -134,7 +135,9 @@ def test_mutag_trains_and_writes_outputs(tmp_path):
         "graph_id", "split", "target", "prediction", "prob_0", "prob_1"
     }  # fmt: skip
     events = [json.loads(x) for x in (tmp_path / "artifacts.jsonl").read_text().splitlines()]
-    assert {"embeddings", "graph_ids", "predictions", "checkpoint"} <= {e["kind"] for e in events}
+    assert {"embeddings", "ids", "predictions", "checkpoint"} <= {e["kind"] for e in events}
+    (ids_event,) = [e for e in events if e["kind"] == "ids"]
+    assert ids_event["path"] == "graph_ids.csv" and ids_event["meta"]["id_column"] == "graph_id"
 
 
 def test_seeded_run_is_reproducible(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from torch_geometric.utils import to_torch_csr_tensor
 
 from core.data.graphs import load_planetoid
-from core.models.sage import GraphSAGE, skipgram_loss
+from core.families.graphsage_skipgram.model import GraphSAGE, skipgram_loss
 
 
 @pytest.mark.parametrize("aggregator", ["mean", "sum", "max"])

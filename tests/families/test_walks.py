@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from core.walks import (
+from core.families.graphsage_skipgram.walks import (
     CSR,
     NegativeSampler,
     PairBatcher,

@@ -12,6 +12,8 @@ from dataclasses import KW_ONLY, dataclass
 import torch
 from torch import Tensor
 
+from core.distributed import RankBatches, shard_items
+
 
 @dataclass(frozen=True)
 class CSR:
@@ -106,12 +108,6 @@ class PairBatch:
         return self.targets.numel()
 
 
-def shard(num_items: int, rank: int, world_size: int) -> slice:
-    """This rank's equal share of a global batch of `num_items` (remainder dropped)."""
-    per_rank = num_items // world_size
-    return slice(rank * per_rank, (rank + 1) * per_rank)
-
-
 def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     """The generator of one epoch's pair stream: the same on every rank."""
     return torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
@@ -127,12 +123,15 @@ def _batches(
     world_size: int,
 ) -> Iterator[PairBatch]:
     """Consecutive global batches of `pairs` [P, 2] with `k` fresh negatives per pair; this
-    rank keeps its shard of each."""
+    rank keeps its equal share of each (`core.distributed.shard_items`)."""
     for start in range(0, pairs.size(0), batch_size):
         chunk = pairs[start : start + batch_size]  # [B, 2]
         negatives = sampler.sample((chunk.size(0), k), gen)  # [B, K]
-        part = shard(chunk.size(0), rank, world_size)
-        yield PairBatch(chunk[part, 0], chunk[part, 1], negatives[part])
+        if world_size > 1:
+            rows = torch.arange(chunk.size(0), device=chunk.device)
+            rows = shard_items(rows, rank, world_size, layout="blocks")
+            chunk, negatives = chunk[rows], negatives[rows]
+        yield PairBatch(chunk[:, 0], chunk[:, 1], negatives)
 
 
 @dataclass
@@ -154,7 +153,11 @@ class PairBatcher:
         used = max(1, int(self.pairs.size(0) * self.epoch_fraction))
         return max(1, -(-used // self.batch_size))
 
-    def batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[PairBatch]:
+    def batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> RankBatches[PairBatch]:
+        """This rank's share of every global batch of the epoch (the same count on every rank)."""
+        return RankBatches(lambda: self._batches(epoch, rank, world_size), self.num_batches())
+
+    def _batches(self, epoch: int, rank: int, world_size: int) -> Iterator[PairBatch]:
         gen = _epoch_generator(self.seed, epoch, self.pairs.device)
         order = torch.randperm(self.pairs.size(0), generator=gen, device=self.pairs.device)
         order = order[: max(1, int(order.numel() * self.epoch_fraction))]
@@ -194,7 +197,12 @@ class StreamingPairBatcher:
         )
         return max(1, -(-walks * pairs_per_walk // self.batch_size))
 
-    def batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[PairBatch]:
+    def batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> RankBatches[PairBatch]:
+        """This rank's share of every global batch; the count is not known in advance, but
+        every rank draws the same walks from the same generator, so the counts agree."""
+        return RankBatches(lambda: self._batches(epoch, rank, world_size), None)
+
+    def _batches(self, epoch: int, rank: int, world_size: int) -> Iterator[PairBatch]:
         device = self.csr.rowptr.device
         gen = _epoch_generator(self.seed, epoch, device)
         starts = torch.arange(self.csr.num_nodes, device=device).repeat(self.walks_per_node)

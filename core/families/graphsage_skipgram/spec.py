@@ -1,72 +1,16 @@
-"""Spec of the `graphsage_skipgram` family: node embeddings from random-walk co-occurrence."""
+"""Spec of the `graphsage_skipgram` family: node embeddings from random-walk co-occurrence.
+
+Its data formats (`planetoid`, `edge_list`) are shared: `core.spec.data`.
+"""
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from core.spec.common import BaseJobSpec, Section
-
-
-class PlanetoidData(Section):
-    """A Planetoid dataset in PyG's raw layout: `<data root>/<name>/raw/ind.<name>.*`."""
-
-    format: Literal["planetoid"]
-    name: Literal["Cora", "CiteSeer", "PubMed"] = "Cora"
-    normalize_features: bool = Field(default=True, description="rows of x sum to 1")
-
-
-class EdgeListData(Section):
-    """A user edge list: CSV/TSV with `src,dst` columns, paths relative to the data root.
-
-    Without `features_path`, nodes get `features: learnable` (a trained embedding table) or
-    `one_hot` (identity features).
-    """
-
-    format: Literal["edge_list"]
-    path: Annotated[str, Field(min_length=1)]
-    features_path: str | None = None
-    labels_path: str | None = None
-    features: Literal["file", "learnable", "one_hot"] | None = Field(
-        default=None, description="default: 'file' with features_path, else 'learnable'"
-    )
-    learnable_dim: Annotated[int, Field(ge=1, le=4096)] = 64
-    directed: bool = False
-    normalize_features: bool = False
-
-    @field_validator("path", "features_path", "labels_path")
-    @classmethod
-    def _relative(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = PurePosixPath(value.replace("\\", "/")).parts
-        if value.startswith(("/", "\\")) or ".." in parts or ":" in value:
-            raise ValueError(
-                "must be a path relative to the data root, without '..' (e.g. 'mygraph/edges.csv')"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _features_source(self) -> EdgeListData:
-        if self.features == "file" and not self.features_path:
-            raise ValueError("data.features is 'file' but data.features_path is not set")
-        if self.features_path and self.features not in (None, "file"):
-            raise ValueError(
-                f"data.features is {self.features!r} but data.features_path is set; "
-                "drop one of them"
-            )
-        return self
-
-    @property
-    def feature_source(self) -> Literal["file", "learnable", "one_hot"]:
-        if self.features is not None:
-            return self.features
-        return "file" if self.features_path else "learnable"
-
-
-GraphData = Annotated[PlanetoidData | EdgeListData, Field(discriminator="format")]
+from core.spec.data import GraphData
 
 
 class WalkSpec(Section):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import logging
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,10 @@ from torch import Tensor, nn
 from torch_geometric.utils import to_torch_csr_tensor
 
 from core.data.graphs import NodeGraph, load_graph
-from core.models.sage import GraphSAGE
-from core.probe import probe_accuracy
-from core.spec.graphsage import EdgeListData, GraphSageSkipGramSpec
-from core.task import Artifact, RunContext, Task
-from core.walks import (
+from core.distributed import RankBatches
+from core.families.graphsage_skipgram.model import GraphSAGE
+from core.families.graphsage_skipgram.spec import GraphSageSkipGramSpec
+from core.families.graphsage_skipgram.walks import (
     CSR,
     NegativeSampler,
     PairBatch,
@@ -31,6 +29,9 @@ from core.walks import (
     random_walks,
     window_pairs,
 )
+from core.probe import probe_accuracy
+from core.spec.data import EdgeListData
+from core.task import Output, RunContext, Task, embeddings_outputs
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class GraphSageSkipGramTask(Task):
 
     # --- data and model -------------------------------------------------------------------------
 
-    def build_model(self) -> nn.Module:
+    def setup_data(self) -> None:
+        """The graph, its sparse adjacency, and the walk pairs (training and validation)."""
         spec, device = self.spec, self.ctx.device
         graph = load_graph(spec.data).to(device)
         self.graph = graph
@@ -118,9 +120,10 @@ class GraphSageSkipGramTask(Task):
         if spec.validation.val_fraction > 0 and val_pairs.size(0) > 0:
             negatives = sampler.sample((val_pairs.size(0), spec.negatives.per_positive), gen)
             self.val_batch = PairBatch(val_pairs[:, 0], val_pairs[:, 1], negatives)
-        return self._make_model(graph).to(device)
 
-    def _make_model(self, graph: NodeGraph) -> GraphSAGE:
+    def build_model(self) -> nn.Module:
+        graph = self.graph
+        assert graph is not None, "setup_data first"
         learnable = None
         in_dim = graph.x.size(1) if graph.x is not None else 0
         if graph.x is None:  # no features: the input is a trained table (edge lists only)
@@ -128,11 +131,12 @@ class GraphSageSkipGramTask(Task):
             learnable = graph.num_nodes
             in_dim = self.spec.data.learnable_dim
         # The spec's model fields are the constructor's keywords, one for one.
-        return GraphSAGE(in_dim, **self.spec.model.model_dump(), num_learnable_nodes=learnable)
+        model = GraphSAGE(in_dim, **self.spec.model.model_dump(), num_learnable_nodes=learnable)
+        return model.to(self.ctx.device)
 
     # --- the loop's side of the seam ----------------------------------------------------------
 
-    def train_batches(self, epoch: int) -> Iterable[PairBatch]:
+    def train_batches(self, epoch: int) -> RankBatches[PairBatch]:
         return self.batcher.batches(epoch, self.ctx.rank, self.ctx.world_size)
 
     def _forward(self, model: nn.Module) -> Tensor:
@@ -185,7 +189,7 @@ class GraphSageSkipGramTask(Task):
         """`{"embeddings"}` [N, D] of every node (`split` names no subset here)."""
         return {"embeddings": self._readout(model).float()}
 
-    def write_outputs(self, model: nn.Module, run_dir: Path) -> list[Artifact]:
+    def write_outputs(self, model: nn.Module, run_dir: Path) -> list[Output]:
         assert self.graph is not None
         z = self._readout(model).float().cpu().numpy().astype(np.float32)  # [N, D]
         np.save(run_dir / "embeddings.npy", z)
@@ -193,9 +197,4 @@ class GraphSageSkipGramTask(Task):
             writer = csv.writer(fh)
             writer.writerow(["row", "node_id"])
             writer.writerows(enumerate(self.graph.node_ids))
-        return [
-            Artifact(
-                "embeddings", "embeddings.npy", extra={"shape": list(z.shape), "dtype": "float32"}
-            ),
-            Artifact("node_ids", "node_ids.csv"),
-        ]
+        return embeddings_outputs("embeddings.npy", z.shape, "node_ids.csv", "node_id")

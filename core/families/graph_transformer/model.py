@@ -25,6 +25,7 @@ from torch_geometric.nn import (
 )
 from torch_geometric.nn.conv import MessagePassing
 
+from core.losses import get_loss_fn
 from core.registry import Registry
 
 
@@ -89,7 +90,9 @@ class InputEncoder(nn.Module):
 
 class GPSModel(nn.Module):
     """GPS layers over encoded inputs. `forward(batch)` returns graph outputs [G, out_dim]; with
-    `pairs` ([2, P] node pairs of the batch) it returns link scores [P]."""
+    `pairs` ([2, P] node pairs of the batch) it returns link scores [P]. The objective is the
+    model's own `loss(outputs, targets)`: the task's loss from `core.losses` (default: the
+    task's first)."""
 
     def __init__(
         self,
@@ -97,6 +100,7 @@ class GPSModel(nn.Module):
         *,
         task: str,
         out_dim: int,
+        loss: str | None = None,
         channels: int = 64,
         layers: int = 10,
         heads: int = 4,
@@ -111,6 +115,7 @@ class GPSModel(nn.Module):
     ):
         super().__init__()
         self.task = task
+        self.loss_fn = get_loss_fn(task, loss, inputs.num_classes)
         self.pe_attrs = tuple(pe_attrs)
         self.encoder = InputEncoder(inputs, channels, pe_dims)
         make_local = LOCAL_LAYERS.get(local_layer)
@@ -177,9 +182,10 @@ class GPSModel(nn.Module):
             return (z[pairs[0]] * z[pairs[1]]).sum(-1)  # [P] logits
         return self.head(self.embed(batch))  # [G, out_dim]
 
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The batch's mean loss: outputs [G, out_dim] or link logits [P] against targets [G]
+        (values or class indices) or 0/1 link labels [P]."""
+        return self.loss_fn(outputs, targets)
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-__all__ = ["LOCAL_LAYERS", "POOLINGS", "GPSModel", "GraphInputs", "count_parameters"]
+__all__ = ["LOCAL_LAYERS", "POOLINGS", "GPSModel", "GraphInputs"]

@@ -19,15 +19,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from core import distributed as D
 from core.data.graphset import GraphSet
 from core.data.links import corrupt_tails, split_target_edges
 from core.data.pe import add_positional_encodings, flip_laplacian_signs, pe_attr
 from core.data.splits import SPLITS, split_indices
-from core.losses import get_loss_fn, loss_output_dim
+from core.families.graph_transformer.model import GPSModel, GraphInputs
+from core.families.graph_transformer.spec import GraphTransformerSpec
+from core.losses import loss_output_dim
 from core.metrics import get_metrics, metric_inputs
-from core.models.gps import GPSModel, GraphInputs, count_parameters
-from core.spec.graph_transformer import GraphTransformerSpec, LaplacianPE, ZincData
-from core.task import Artifact, RunContext, Task
+from core.modelinfo import count_parameters
+from core.spec.data import ZincData
+from core.spec.pe import LaplacianPE
+from core.task import Output, RunContext, Task, embeddings_outputs
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ class GraphTransformerTask(Task):
                 f"{graphs.num_classes} classes: use task graph_classification"
             )
 
-    def build_model(self) -> nn.Module:
+    def setup_data(self) -> None:
         spec = self.spec
         graphs = load_graph_set(spec)
         self._check_targets(graphs)
@@ -110,7 +114,10 @@ class GraphTransformerTask(Task):
                 f"and {graphs.num_graphs} graphs"
             )
         self.data = graphs.to_data_list()
-        self.loss_fn = get_loss_fn(self.task, spec.loss, self.num_classes)
+
+    def build_model(self) -> nn.Module:
+        spec, graphs = self.spec, self.graphs
+        assert graphs is not None, "setup_data first"
         inputs = GraphInputs(
             num_node_types=graphs.num_node_types,
             node_dim=None if graphs.num_node_types is not None else int(graphs.x.size(1)),
@@ -127,6 +134,7 @@ class GraphTransformerTask(Task):
             inputs,
             task=self.task,
             out_dim=loss_output_dim(self.task, spec.loss or "", self.num_classes),
+            loss=spec.loss,
             **spec.model.model_dump(),  # the spec's model fields are the constructor's keywords
             pe_dims=[pe.dim for pe in spec.positional_encodings],
             pe_attrs=self.pe_attrs,
@@ -143,15 +151,11 @@ class GraphTransformerTask(Task):
 
     def _rank_order(self, epoch: int) -> Tensor:
         """This rank's training graphs for `epoch`: one seeded shuffle shared by every rank,
-        padded by wrapping so each rank gets the same count, then sliced by rank."""
+        then this rank's equal share of it."""
         train = self.index["train"]
         gen = torch.Generator().manual_seed(_epoch_seed(self.spec.training.seed, epoch))
         order = train[torch.randperm(train.numel(), generator=gen)]
-        world, rank = self.ctx.world_size, self.ctx.rank
-        pad = (-order.numel()) % world
-        if pad:
-            order = torch.cat([order, order[:pad]])
-        return order[rank::world]
+        return D.shard_items(order, self.ctx.rank, self.ctx.world_size)
 
     def per_rank_batch_size(self) -> int:
         """`training.batch_size` is the global batch: each rank takes its share."""
@@ -164,10 +168,14 @@ class GraphTransformerTask(Task):
             )
         return size
 
-    def train_batches(self, epoch: int) -> Iterator[Any]:
+    def train_batches(self, epoch: int) -> D.RankBatches[Any]:
+        order = self._rank_order(epoch)
+        count = -(-order.numel() // self.per_rank_batch_size())
+        return D.RankBatches(lambda: self._train_batches(epoch, order.tolist()), count)
+
+    def _train_batches(self, epoch: int, order: list[int]) -> Iterator[Any]:
         from torch_geometric.loader import DataLoader
 
-        order = self._rank_order(epoch).tolist()
         # Sign flips and negatives: a stream per (seed, epoch, rank). The loader gets its own
         # generator too: iterating a DataLoader draws a base seed, which must not come from
         # the global RNG (dropout's), or a resumed run would drift from an uninterrupted one.
@@ -206,10 +214,11 @@ class GraphTransformerTask(Task):
         return pairs, labels.float()
 
     def training_loss(self, model: nn.Module, batch: Any) -> Tensor:
+        objective = getattr(model, "module", model).loss  # the model owns its objective
         if self.link:
             pairs, labels = self._link_pairs(batch, batch.train_negative_index)
-            return self.loss_fn(model(batch, pairs), labels)
-        return self.loss_fn(model(batch), batch.y)
+            return objective(model(batch, pairs), labels)
+        return objective(model(batch), batch.y)
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -267,7 +276,8 @@ class GraphTransformerTask(Task):
         kwargs = {"indexes": pred["graph"]} if self.link else {}
         labels = target if self.task == "graph_regression" else target.long()
         metrics.update(metric_inputs(self.task, out, self.num_classes), labels, **kwargs)
-        result = {f"{split}_loss": float(self.loss_fn(out, target))}
+        objective = getattr(model, "module", model).loss
+        result = {f"{split}_loss": float(objective(out, target))}
         result |= {f"{split}_{name}": float(value) for name, value in metrics.compute().items()}
         return result
 
@@ -277,7 +287,7 @@ class GraphTransformerTask(Task):
     # --- outputs --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def write_outputs(self, model: nn.Module, run_dir: Path) -> list[Artifact]:
+    def write_outputs(self, model: nn.Module, run_dir: Path) -> list[Output]:
         model = getattr(model, "module", model)
         model.eval()
         split_of = np.full(len(self.data), "", dtype=object)
@@ -297,13 +307,8 @@ class GraphTransformerTask(Task):
         pred = self._predict(model, self._batches(everything))
         self._write_predictions(run_dir / "predictions.csv", pred, split_of, graph_ids)
         return [
-            Artifact(
-                "embeddings",
-                "embeddings.npy",
-                extra={"shape": list(embeddings.shape), "dtype": "float32"},
-            ),
-            Artifact("graph_ids", "graph_ids.csv"),
-            Artifact("predictions", "predictions.csv"),
+            *embeddings_outputs("embeddings.npy", embeddings.shape, "graph_ids.csv", "graph_id"),
+            Output("predictions", "predictions.csv"),
         ]
 
     def _write_predictions(

@@ -1,1 +1,0 @@
-"""Models of the families, built from PyG layers through closed registries."""
