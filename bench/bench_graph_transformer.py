@@ -60,8 +60,8 @@ def bench_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_ours(spec_dict: dict[str, Any], out: Path, device: torch.device) -> dict[str, Any]:
-    from core.modelinfo import count_parameters
     from core.families.graph_transformer.task import GraphTransformerTask
+    from core.modelinfo import count_parameters
     from core.spec import load_spec
     from core.task import RunContext
     from core.trainer import Trainer

@@ -91,6 +91,10 @@ class Trainer:
             )
         self.net: nn.Module = self.model  # what the loop calls: DDP-wrapped under DDP
         if self.ctx.world_size > 1:
+            if self.ctx.device.type == "cuda":
+                # Batch statistics over the global batch, as one process computes them (CUDA
+                # only: on CPU, BatchNorm statistics stay per rank).
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = get_optimizer(self.model, self.spec.optimizer)

@@ -63,11 +63,26 @@ class GraphInputs:
     num_classes: int | None = None
 
 
-class InputEncoder(nn.Module):
-    """Node inputs to `channels - sum(pe_dims)` dims, concatenated with one BatchNorm + Linear
-    encoder per positional-encoding scale (GraphGPS `raw_norm_type: BatchNorm`)."""
+def _raw_norm(kind: str, width: int) -> nn.Module:
+    """The norm applied to raw positional encodings (GraphGPS `raw_norm_type`)."""
+    if kind == "batch_norm":
+        return nn.BatchNorm1d(width)
+    if kind == "layer_norm":
+        return nn.LayerNorm(width)
+    return nn.Identity()
 
-    def __init__(self, inputs: GraphInputs, channels: int, pe_dims: Sequence[int]):
+
+class InputEncoder(nn.Module):
+    """Node inputs to `channels - sum(pe_dims)` dims, concatenated with one norm + Linear
+    encoder per positional-encoding scale (GraphGPS `raw_norm_type: BatchNorm` by default)."""
+
+    def __init__(
+        self,
+        inputs: GraphInputs,
+        channels: int,
+        pe_dims: Sequence[int],
+        norm: str = "batch_norm",
+    ):
         super().__init__()
         node_width = channels - sum(pe_dims)
         if node_width < 1:
@@ -79,7 +94,7 @@ class InputEncoder(nn.Module):
         else:
             self.node = nn.Linear(inputs.node_dim or 1, node_width)
         self.pe = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm1d(raw), nn.Linear(raw, dim))
+            nn.Sequential(_raw_norm(norm, raw), nn.Linear(raw, dim))
             for raw, dim in zip(inputs.pe_raw_dims, pe_dims, strict=True)
         )
 
@@ -110,6 +125,7 @@ class GPSModel(nn.Module):
         dropout: float = 0.0,
         pooling: str = "add",
         head_layers: int = 3,
+        norm: str = "batch_norm",
         pe_dims: Sequence[int] = (),
         pe_attrs: Sequence[str] = (),
     ):
@@ -117,7 +133,7 @@ class GPSModel(nn.Module):
         self.task = task
         self.loss_fn = get_loss_fn(task, loss, inputs.num_classes)
         self.pe_attrs = tuple(pe_attrs)
-        self.encoder = InputEncoder(inputs, channels, pe_dims)
+        self.encoder = InputEncoder(inputs, channels, pe_dims, norm)
         make_local = LOCAL_LAYERS.get(local_layer)
         self.uses_edges = local_layer == "gine"
         self.edge_encoder: nn.Module | None = None
@@ -135,6 +151,7 @@ class GPSModel(nn.Module):
                 dropout=dropout,
                 attn_type=attn_type,
                 attn_kwargs={"dropout": attn_dropout},
+                norm=None if norm == "none" else norm,
             )
             for _ in range(layers)
         )

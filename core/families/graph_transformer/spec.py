@@ -37,6 +37,12 @@ class GpsModelSpec(Section):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     pooling: Literal["mean", "add", "max"] = "add"
     head_layers: Annotated[int, Field(ge=1, le=6, description="MLP after pooling, halving")] = 3
+    norm: Literal["batch_norm", "layer_norm", "none"] = Field(
+        default="batch_norm",
+        description="the norm of each GPS layer and of the raw positional encodings; "
+        "batch_norm follows GraphGPS; layer_norm is independent of the batch (one-node batches, "
+        "DDP on CPU, where batch statistics cannot be synchronised)",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> GpsModelSpec:
