@@ -23,11 +23,6 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; choose one of {', '.join(sorted(self._entries))}"
             ) from None
 
-    def register(self, name: str, entry: T) -> None:
-        if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
-        self._entries[name] = entry
-
     def names(self) -> list[str]:
         return sorted(self._entries)
 

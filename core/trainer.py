@@ -117,6 +117,7 @@ class Trainer:
         self.progress = progress and self.ctx.is_main
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
+        self.step_lr = 0.0  # the LR of the last optimizer step
         self.should_stop = False
         self.history: list[dict[str, Any]] = []
 
@@ -185,6 +186,7 @@ class Trainer:
         clip = self.spec.training.gradient_clip
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        self.step_lr = self._current_lr()  # the LR this step used (step rows report it)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -258,7 +260,7 @@ class Trainer:
         """A step-level metrics row: the mean loss since the last one, LR and grad norm."""
         loss = float(D.mean_across_ranks(torch.stack(losses).mean()))
         if self.ctx.is_main:
-            values = {"train_loss": loss, "lr": self._current_lr(), "grad_norm": float(norm)}
+            values = {"train_loss": loss, "lr": self.step_lr, "grad_norm": float(norm)}
             self.reporter.metrics(MetricsRecord(epoch, self.global_step, values, "step"))
 
     @torch.no_grad()
