@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from store.broker import TASK_NAME, make_celery
 from store.settings import Settings
 
 if TYPE_CHECKING:
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Dispatcher = Callable[[str], None]
-
-TASK_NAME = "trainctl.run_job"
 
 
 class CeleryDispatcher:
@@ -44,10 +43,7 @@ class CeleryDispatcher:
     def _app(self) -> Celery:
         with self._lock:
             if self._celery is None:
-                # The worker package owns the broker configuration (the embedded file-system
-                # broker needs its folders); importing it here, on first use, keeps the API's
-                # import free of it. `send_task` needs no task code.
-                from worker.app import make_celery
-
+                # Celery is imported here, on first use, which keeps the API's import free of
+                # it. `send_task` needs no task code: the API never imports the worker.
                 self._celery = make_celery(self.settings)
             return self._celery

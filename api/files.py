@@ -48,14 +48,12 @@ def open_embeddings(npy_path: Path) -> np.ndarray:
     return emb
 
 
-def embeddings_csv(
-    emb: np.ndarray, node_ids_path: Path | None, id_column: str = "node_id"
-) -> Iterator[bytes]:
+def embeddings_csv(emb: np.ndarray, ids_path: Path | None, id_column: str) -> Iterator[bytes]:
     """`<id_column>,dim_0,...` then one row per embedded node (or graph), converted chunk by
-    chunk from `emb` [rows, dim]. Ids come from the `id_column` column of `node_ids_path`
-    (`node_ids.csv`, `graph_ids.csv`), else the row index."""
+    chunk from `emb` [rows, dim]. Ids come from the `id_column` column of `ids_path` (the
+    embeddings' ids artifact), else the row index."""
     num_nodes, dim = emb.shape
-    ids = _node_ids(node_ids_path, num_nodes, id_column)
+    ids = _row_ids(ids_path, num_nodes, id_column)
     header = [id_column, *(f"dim_{i}" for i in range(dim))]
     yield (",".join(header) + "\n").encode()
     row_format = ",".join(["%.8g"] * dim)
@@ -64,9 +62,9 @@ def embeddings_csv(
         yield "".join(f"{next(ids)},{row_format % tuple(row)}\n" for row in chunk).encode()
 
 
-def _node_ids(path: Path | None, num_nodes: int, id_column: str = "node_id") -> Iterator[str]:
-    """Ids in row order: the `id_column` column of `path` (CSV-quoted when needed), then the
-    row index for rows it does not cover."""
+def _row_ids(path: Path | None, num_nodes: int, id_column: str) -> Iterator[str]:
+    """Ids in row order: the `id_column` column of `path` (else its last column; CSV-quoted
+    when needed), then the row index for rows it does not cover."""
     count = 0
     if path is not None and path.is_file():
         with path.open(newline="") as f:

@@ -35,6 +35,8 @@ class JobsPublic(BaseModel):
 
 
 class MetricPublic(BaseModel):
+    """One epoch's metrics; a value that was NaN or infinite is null."""
+
     epoch: int
     values: dict[str, Any]
 
@@ -48,6 +50,23 @@ class MetricsPublic(BaseModel):
     status: str
 
 
+class StepMetricPublic(BaseModel):
+    """The running training metrics at one optimizer step (`training.log_every_n_steps`)."""
+
+    step: int
+    epoch: int
+    values: dict[str, Any]
+
+
+class StepMetricsPublic(BaseModel):
+    """Step metric rows of one attempt (`?granularity=step`); `status` as in `MetricsPublic`."""
+
+    data: list[StepMetricPublic]
+    count: int
+    attempt: int
+    status: str
+
+
 class ArtifactPublic(Public):
     name: str
     kind: str
@@ -55,6 +74,7 @@ class ArtifactPublic(Public):
     sha256: str
     epoch: int | None
     tag: str | None
+    meta: dict[str, Any]  # kind-specific: embeddings `shape`, `dtype`, `ids`; ids `id_column`
     created_at: datetime
 
 

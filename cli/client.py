@@ -1,4 +1,4 @@
-"""The HTTP client commands: submit, jobs, status, metrics, logs, cancel, download.
+"""The HTTP client commands: submit, jobs, status, metrics, logs, cancel, artifacts, download.
 
 They talk to the API only (httpx); nothing here imports the store or the training core. The
 service is found through `TRAINCTL_URL` and `TRAINCTL_API_KEY`, else the credentials file
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import click
 import yaml
@@ -318,30 +319,103 @@ def cancel(job_id: str) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.argument("what", type=click.Choice(["embeddings", "checkpoint"]))
+@click.option("--kind", default=None, help="Only artifacts of this kind (checkpoint, ...).")
+def artifacts(job_id: str, kind: str | None) -> None:
+    """List the files a job recorded: the names `trainctl download` takes."""
+    params = {"kind": kind} if kind else {}
+    page = ApiClient.from_env().request("GET", f"/jobs/{job_id}/artifacts", params=params)
+    rows = [
+        (
+            a["name"],
+            a["kind"],
+            str(a["size"]),
+            "" if a["epoch"] is None else str(a["epoch"]),
+            a["tag"] or "",
+        )
+        for a in page["data"]
+    ]
+    if not rows:
+        click.echo(f"no artifacts{f' of kind {kind}' if kind else ''} yet")
+        return
+    _table(("NAME", "KIND", "SIZE", "EPOCH", "TAG"), rows)
+
+
+# Besides every artifact's own name, `trainctl download` takes these: the (newest) artifact of
+# the kind of the same name, for a checkpoint the one tagged best (or `--name`).
+DOWNLOAD_ALIASES = ("embeddings", "checkpoint")
+FORMAT_SUFFIXES = {"npy": ".npy", "csv": ".csv"}
+
+
+@click.command()
+@click.argument("job_id")
+@click.argument("name")
 @click.option(
     "--name",
-    default="best",
-    show_default=True,
-    help="Checkpoint: best, last or a file name from the job's checkpoints.",
+    "checkpoint",
+    default=None,
+    help="With NAME `checkpoint`: best (default), last or a checkpoint's name.",
 )
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["npy", "csv"]),
-    default="npy",
-    show_default=True,
-    help="Embeddings: .npy array or CSV (node_id,dim_0,...).",
+    type=click.Choice(sorted(FORMAT_SUFFIXES)),
+    default=None,
+    help="Embeddings: .npy array or CSV (<id column>,dim_0,...); default: OUTPUT's suffix, "
+    "else npy.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def download(job_id: str, what: str, name: str, fmt: str, output: Path) -> None:
-    """Download a job's embeddings or a checkpoint to OUTPUT."""
-    if what == "embeddings":
-        path, params = f"/jobs/{job_id}/embeddings", {"format": fmt}
-    else:
-        path, params = f"/jobs/{job_id}/checkpoints/{name}", {}
-    size = download_to(ApiClient.from_env(), path, output, params)
+def download(job_id: str, name: str, checkpoint: str | None, fmt: str | None, output: Path) -> None:
+    """Download the job's artifact NAME to OUTPUT.
+
+    NAME is a name `trainctl artifacts JOB_ID` lists, or `embeddings` (the embeddings) or
+    `checkpoint` (the best checkpoint).
+    """
+    client = ApiClient.from_env()
+    rows = client.request("GET", f"/jobs/{job_id}/artifacts")["data"]
+    path, params = _download_target(job_id, name, rows, checkpoint, fmt, output)
+    size = download_to(client, path, output, params)
     click.echo(f"wrote {output} ({size} bytes)")
+
+
+def _download_target(
+    job_id: str,
+    name: str,
+    rows: list[dict[str, Any]],
+    checkpoint: str | None,
+    fmt: str | None,
+    output: Path,
+) -> tuple[str, dict[str, Any]]:
+    """The API path and query of `trainctl download`'s NAME, given the job's artifact rows;
+    UsageError for a name the job does not have or options that do not apply to it."""
+    kinds = {row["name"]: row["kind"] for row in rows}  # an artifact's name wins over an alias
+    if name not in kinds and name not in DOWNLOAD_ALIASES:
+        if not kinds:
+            raise click.UsageError(f"job {job_id} has no artifacts yet")
+        aliases = [a for a in DOWNLOAD_ALIASES if a in kinds.values()]  # named after their kind
+        raise click.UsageError(
+            f"job {job_id} has no artifact {name!r}; choose one of: {', '.join([*aliases, *kinds])}"
+        )
+    if checkpoint is not None and name != "checkpoint":
+        raise click.UsageError("--name applies to NAME `checkpoint` only")
+    is_embeddings = kinds.get(name, name) == "embeddings"
+    if fmt is not None and not is_embeddings:
+        raise click.UsageError(f"--format applies to embeddings only; {name!r} is downloaded as is")
+    if name == "checkpoint" and name not in kinds:
+        return f"/jobs/{job_id}/checkpoints/{quote(checkpoint or 'best', safe='/')}", {}
+    if not is_embeddings:
+        return f"/jobs/{job_id}/artifacts/{quote(name, safe='/')}", {}
+    suffix = output.suffix.lower()
+    if fmt is None:
+        fmt = "csv" if suffix == ".csv" else "npy"
+    elif suffix in FORMAT_SUFFIXES.values() and suffix != FORMAT_SUFFIXES[fmt]:
+        raise click.UsageError(
+            f"--format {fmt} writes {fmt.upper()}, but OUTPUT {output.name} ends in {suffix}; "
+            f"name it *{FORMAT_SUFFIXES[fmt]} (or leave --format out: OUTPUT's suffix picks it)"
+        )
+    params: dict[str, Any] = {"format": fmt}
+    if name in kinds:
+        params["name"] = name
+    return f"/jobs/{job_id}/embeddings", params
 
 
 def download_to(client: ApiClient, path: str, output: Path, params: dict[str, Any]) -> int:
@@ -381,4 +455,4 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-CLIENT_COMMANDS = (submit, jobs, status, metrics, logs, cancel, download)
+CLIENT_COMMANDS = (submit, jobs, status, metrics, logs, cancel, artifacts, download)

@@ -11,6 +11,25 @@ from torch import Tensor
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse L2 strength, as in scikit-learn
 
 
+def probe_problem(y: Tensor, masks: dict[str, Tensor]) -> str | None:
+    """Why the probe cannot run on these labels and splits, or None when it can: it needs two
+    or more labelled training nodes of at least two classes, and one or more validation and
+    test nodes."""
+    missing = [s for s in ("train", "val", "test") if s not in masks]
+    if missing:
+        return f"no {'/'.join(missing)} split"
+    train = masks["train"]
+    counts = {s: int(masks[s].sum()) for s in ("train", "val", "test")}
+    classes = int(torch.unique(y[train]).numel()) if counts["train"] else 0
+    if counts["train"] < 2 or classes < 2 or counts["val"] < 1 or counts["test"] < 1:
+        return (
+            f"too few labelled nodes: train {counts['train']} ({classes} class(es)), val "
+            f"{counts['val']}, test {counts['test']}; it needs >= 2 training nodes of >= 2 "
+            "classes and >= 1 validation and test node"
+        )
+    return None
+
+
 @torch.enable_grad()
 def probe_accuracy(z: Tensor, y: Tensor, masks: dict[str, Tensor]) -> dict[str, float]:
     """`{"probe_val_acc", "probe_test_acc"}` of a logistic regression on `z` [N, D]."""

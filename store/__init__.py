@@ -1,4 +1,5 @@
-"""The job store shared by the API and the workers: models, queries, keys, migrations, paths.
+"""The job store shared by the API and the workers: models, queries, keys, migrations, paths,
+and the broker settings (`store.broker`).
 
 Importing it never imports torch, FastAPI or Celery.
 """

@@ -50,7 +50,12 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade_head(url: str | None = None) -> None:
     """Bring the database at `url` (default: `DATABASE_URL`) to the newest revision."""
-    _run(url, lambda cfg: command.upgrade(cfg, "head"))
+    upgrade(url, "head")
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Bring the database at `url` (default: `DATABASE_URL`) up to `revision`."""
+    _run(url, lambda cfg: command.upgrade(cfg, revision))
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

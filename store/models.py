@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -143,6 +144,20 @@ class Metric(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MetricStep(Base):
+    """The running training metrics (`train_loss`, `lr`, `grad_norm`, ...) of one attempt every
+    `training.log_every_n_steps` optimizer steps; the primary key is the polling index."""
+
+    __tablename__ = "metric_steps"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    epoch: Mapped[int]
+    values: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Artifact(Base):
     """A file a run wrote; `path` is relative to the artifact root."""
 
@@ -158,6 +173,10 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     epoch: Mapped[int | None]
     tag: Mapped[str | None] = mapped_column(String(16))
+    # Kind-specific facts (`core.report.ArtifactEvent.meta`): an embeddings artifact's `shape`,
+    # `dtype` and `ids` (the name of the ids artifact keying its rows), an ids artifact's
+    # `id_column`. Rows recorded before there was meta have `{}`.
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

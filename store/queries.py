@@ -36,6 +36,7 @@ from store.models import (
     Job,
     JobStatus,
     Metric,
+    MetricStep,
     new_id,
     utcnow,
 )
@@ -264,6 +265,26 @@ def upsert_metric(
     session.execute(stmt)
 
 
+def upsert_metric_step(
+    session: Session, job_id: str, attempt: int, step: int, epoch: int, values: Mapping[str, Any]
+) -> None:
+    """Store the running metrics at optimizer step `step` (in epoch `epoch`); a retry of the
+    same (attempt, step) replaces the row."""
+    stmt = _insert(session, MetricStep.__table__).values(
+        job_id=job_id,
+        attempt=attempt,
+        step=step,
+        epoch=epoch,
+        values=_json_safe(values),
+        created_at=utcnow(),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "attempt", "step"],
+        set_={key: stmt.excluded[key] for key in ("epoch", "values", "created_at")},
+    )
+    session.execute(stmt)
+
+
 @dataclass
 class MetricsPage:
     """A job's state and some of its metric rows; `values` stay JSON text, for responses."""
@@ -271,6 +292,15 @@ class MetricsPage:
     attempt: int
     status: str
     rows: list[tuple[int, str]]  # (epoch, values as JSON text), in epoch order
+
+
+@dataclass
+class StepMetricsPage:
+    """A job's state and some of its step metric rows; `values` stay JSON text."""
+
+    attempt: int
+    status: str
+    rows: list[tuple[int, int, str]]  # (step, epoch, values as JSON text), in step order
 
 
 # Built once: the hot polling path then only binds values (building and keying a statement on
@@ -315,18 +345,66 @@ def metrics_page(
     )
 
 
+_STEPS_PAGE = (
+    select(
+        Job.attempt, Job.status, MetricStep.step, MetricStep.epoch, cast(MetricStep.values, Text)
+    )
+    .outerjoin(
+        MetricStep,
+        and_(
+            MetricStep.job_id == Job.id,
+            MetricStep.attempt == func.coalesce(bindparam("attempt", type_=Integer), Job.attempt),
+            MetricStep.step > bindparam("after_step"),
+        ),
+    )
+    .where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
+    .order_by(MetricStep.step)
+    .limit(bindparam("limit"))
+)
+
+
+def metric_steps_page(
+    session: Session,
+    job_id: str,
+    owner_id: int,
+    *,
+    attempt: int | None = None,
+    after_step: int = -1,
+    limit: int = 10_000,
+) -> StepMetricsPage | None:
+    """`metrics_page` for the step rows: those of `attempt` (default: the latest) with step >
+    `after_step`, in one query; None if the owner has no such job."""
+    params = {"job_id": job_id, "owner_id": owner_id, "attempt": attempt,
+              "after_step": after_step, "limit": limit}  # fmt: skip
+    rows = session.execute(_STEPS_PAGE, params).all()
+    if not rows:
+        return None
+    job_attempt, status = rows[0][0], rows[0][1]
+    return StepMetricsPage(
+        attempt=job_attempt if attempt is None else attempt,
+        status=status,
+        rows=[(step, epoch, values) for _, _, step, epoch, values in rows if step is not None],
+    )
+
+
 def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain JSON values: numpy/torch scalars become floats/ints, NaN and inf become None."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None or isinstance(value, str | int):  # bool is an int
-            out[str(key)] = value
-        elif isinstance(value, Real) or hasattr(value, "item"):
-            number = float(value)
-            out[str(key)] = number if math.isfinite(number) else None
-        else:
-            out[str(key)] = value
-    return out
+    """Plain, strict JSON values: numpy/torch scalars become floats/ints, NaN and inf become
+    None, also inside lists and objects (PostgreSQL refuses NaN in JSON, and SQLite would store
+    text no JSON parser reads)."""
+    return {str(key): _json_value(value) for key, value in values.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, str | int):  # bool is an int
+        return value
+    if isinstance(value, Mapping):
+        return _json_safe(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Real) or hasattr(value, "item"):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
 
 
 # --- artifacts ----------------------------------------------------------------------------------
@@ -343,10 +421,19 @@ def upsert_artifact(
     sha256: str,
     epoch: int | None = None,
     tag: str | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> None:
     """Record a file a run wrote (`path` relative to the artifact root), replacing a same-named
-    one."""
-    row = {"kind": kind, "path": path, "size": size, "sha256": sha256, "epoch": epoch, "tag": tag}
+    one. `meta` holds kind-specific facts (`core.report.ArtifactEvent.meta`)."""
+    row = {
+        "kind": kind,
+        "path": path,
+        "size": size,
+        "sha256": sha256,
+        "epoch": epoch,
+        "tag": tag,
+        "meta": _json_safe(meta or {}),
+    }
     stmt = _insert(session, Artifact.__table__).values(
         job_id=job_id, name=name, created_at=utcnow(), **row
     )

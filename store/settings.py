@@ -46,6 +46,32 @@ class Settings(BaseSettings):
         alias="TRAINCTL_STREAM_POLL_SECONDS",
         description="how often the metrics stream polls the database",
     )
+    # How a worker supervises a run (`worker.runner.RunnerOptions`).
+    poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        alias="TRAINCTL_POLL_SECONDS",
+        description="how often a worker reads a run's new metrics and checks for a cancel",
+    )
+    heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        alias="TRAINCTL_HEARTBEAT_SECONDS",
+        description="how often a worker refreshes its running job's heartbeat",
+    )
+    cancel_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        alias="TRAINCTL_CANCEL_GRACE_SECONDS",
+        description="how long a stopped run has between SIGTERM and SIGKILL",
+    )
+    stale_after_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        alias="TRAINCTL_STALE_AFTER_SECONDS",
+        description="a running job whose heartbeat is older than this lost its worker and is "
+        "requeued",
+    )
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

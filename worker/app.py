@@ -1,74 +1,17 @@
-"""The Celery application: broker, serialization and delivery settings, nothing else.
-
-The database is the source of truth for a job, so there is no result backend. Delivery is
-"at least once": a task is acknowledged after it ran (`task_acks_late`) and given back if its
-worker dies (`task_reject_on_worker_lost`); `store.queries.claim_job` makes a second delivery
-of the same job a no-op.
-"""
+"""The worker's Celery application: the broker settings the API shares (`store.broker`), plus
+this package's task module."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
-
 from celery import Celery
 
-from store.settings import Settings, get_settings
+from store import broker
+from store.settings import Settings
 
-log = logging.getLogger(__name__)
-
-TASK_NAME = "trainctl.run_job"
-
-# Redis gives an unacknowledged message back after this many seconds (kombu's default is one
-# hour). It must exceed no job's run time to avoid a spurious second delivery, which claim_job
-# turns into a no-op anyway; it bounds how late a job whose worker died is picked up again.
-REDIS_VISIBILITY_TIMEOUT_S = 3600
-
-
-def embedded_broker_dir(settings: Settings) -> Path:
-    """Where the embedded (file system) broker keeps its messages."""
-    return settings.home / "broker"
-
-
-def broker_url(settings: Settings) -> str:
-    """`BROKER_URL`, else `REDIS_URL`, else a file-system broker under `TRAINCTL_HOME`."""
-    return settings.broker or "filesystem://localhost//"
-
-
-def transport_options(settings: Settings) -> dict[str, Any]:
-    if settings.broker:
-        return {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
-    folder = embedded_broker_dir(settings)
-    for sub in ("queue", "control"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    return {
-        "data_folder_in": str(folder / "queue"),
-        "data_folder_out": str(folder / "queue"),
-        "control_folder": str(folder / "control"),
-        "store_processed": False,
-        "polling_interval": 0.1,
-    }
+TASK_MODULES = ("worker.tasks",)
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
-    """A Celery app for `settings` (default: the environment's), with `trainctl.run_job`."""
-    settings = settings or get_settings()
-    app = Celery("trainctl", broker=broker_url(settings), include=["worker.tasks"])
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_default_queue=settings.queue,
-        task_routes={TASK_NAME: {"queue": settings.queue}},
-        broker_transport_options=transport_options(settings),
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
-        enable_utc=True,
-    )
-    return app
+    """The worker's Celery app for `settings` (default: the environment's), with
+    `trainctl.run_job` (`store.broker.TASK_NAME`)."""
+    return broker.make_celery(settings, include=TASK_MODULES)

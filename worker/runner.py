@@ -9,6 +9,10 @@ each line into a row, checks for a cancel request, and records the outcome:
 - a cancel request: the group gets SIGTERM, SIGKILL after a grace period, then `cancelled`;
 - the worker shutting down: the same stop, then the job goes back to `queued` (`REQUEUED`) and
   the task hands its message back, so another worker resumes it from its last checkpoint.
+
+Each line is parsed with the run contract's parsers (`core.report`): epoch metric records become
+`metrics` rows, step records `metric_steps` rows, artifact events `artifacts` rows (with their
+`meta`). A line that is not a valid event is logged and skipped; it never fails the job.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,9 +36,17 @@ from sqlalchemy.orm import Session, sessionmaker
 # Imported when the worker starts, not between claiming a job and its first heartbeat:
 # `core.launch` imports torch, which takes seconds.
 from core.launch import training_command
+from core.report import (
+    ARTIFACT_KINDS,
+    ArtifactEvent,
+    MetricsRecord,
+    RunEventError,
+    parse_artifact_line,
+    parse_metrics_line,
+)
 from store import queries
 from store.db import session_scope
-from store.models import Job, JobStatus, Owner
+from store.models import Artifact, Job, JobStatus, Owner
 from store.paths import owner_upload_dir, run_dir
 from store.settings import Settings
 from worker.process import TrainingProcess
@@ -49,6 +61,10 @@ SPEC_FILE = "spec.yaml"
 LOG_TAIL_LINES = 30
 LOG_TAIL_BYTES = 64 * 1024
 ERROR_FILE = re.compile(r"error(-rank\d+)?\.json")  # what `core.run` writes on failure
+MAX_INT = 2**31 - 1  # epochs and steps are 32-bit integers in the database
+MAX_BIGINT = 2**63 - 1
+
+T = TypeVar("T")
 
 # (spec path, run dir, devices, resume) -> argv; `core.launch.training_command` by default.
 CommandFactory = Callable[[Path, Path, int, bool], Sequence[str]]
@@ -58,28 +74,24 @@ def default_command(spec_path: Path, out_dir: Path, devices: int, resume: bool) 
     return training_command(spec_path, out_dir, devices, resume=resume)
 
 
+def _setting_default(name: str) -> float:
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class RunnerOptions:
-    """How a worker supervises a run; `from_env` reads the `TRAINCTL_*` overrides."""
+    """How a worker supervises a run; `from_settings` takes them from the `Settings` (the
+    `TRAINCTL_*_SECONDS` variables), whose defaults these are."""
 
-    poll_seconds: float = 0.25
-    heartbeat_seconds: float = 5.0
-    cancel_grace_seconds: float = 10.0
-    stale_after_seconds: float = 60.0  # a running job silent this long lost its worker
+    poll_seconds: float = _setting_default("poll_seconds")
+    heartbeat_seconds: float = _setting_default("heartbeat_seconds")
+    cancel_grace_seconds: float = _setting_default("cancel_grace_seconds")
+    # A running job silent this long lost its worker (`worker.recovery`).
+    stale_after_seconds: float = _setting_default("stale_after_seconds")
 
     @classmethod
-    def from_env(cls) -> RunnerOptions:
-        env = os.environ
-        return cls(
-            poll_seconds=float(env.get("TRAINCTL_POLL_SECONDS", cls.poll_seconds)),
-            heartbeat_seconds=float(env.get("TRAINCTL_HEARTBEAT_SECONDS", cls.heartbeat_seconds)),
-            cancel_grace_seconds=float(
-                env.get("TRAINCTL_CANCEL_GRACE_SECONDS", cls.cancel_grace_seconds)
-            ),
-            stale_after_seconds=float(
-                env.get("TRAINCTL_STALE_AFTER_SECONDS", cls.stale_after_seconds)
-            ),
-        )
+    def from_settings(cls, settings: Settings) -> RunnerOptions:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -227,47 +239,60 @@ class _Run:
 
     def _drain(self) -> None:
         """Turn the new lines of `metrics.jsonl` and `artifacts.jsonl` into rows."""
-        metrics = self.metrics.read()
-        events = self.artifacts.read()
-        if not metrics and not events:
+        metric_lines = self.metrics.read_lines()
+        event_lines = self.artifacts.read_lines()
+        if not metric_lines and not event_lines:
             return
+        records = self._parsed(metric_lines, "metrics.jsonl", _metrics_record)
+        events = self._parsed(event_lines, "artifacts.jsonl", _artifact_event)
         with session_scope(self.ctx.sessions) as session:
-            for record in metrics:
-                epoch = record.get("epoch")
-                if not isinstance(epoch, int):
-                    log.warning("job %s: metrics line without an epoch: %s", self.job_id, record)
+            for record in records:
+                if record.granularity == "step":
+                    queries.upsert_metric_step(
+                        session, self.job_id, self.attempt, record.step, record.epoch, record.values
+                    )
                     continue
-                values = {k: v for k, v in record.items() if k != "epoch"}
-                queries.upsert_metric(session, self.job_id, self.attempt, epoch, values)
+                values = {"step": record.step, **record.values}
+                queries.upsert_metric(session, self.job_id, self.attempt, record.epoch, values)
                 if self.epochs:
-                    self.progress = min(epoch / self.epochs, 1.0)
+                    self.progress = min(record.epoch / self.epochs, 1.0)
             for event in events:
                 self._artifact(session, event)
-            if metrics:
+            if records:
                 queries.set_progress(session, self.job_id, self.progress)
 
-    def _artifact(self, session: Session, event: dict[str, Any]) -> None:
-        name = event.get("path")
-        if not isinstance(name, str) or not name:
-            log.warning("job %s: artifact event without a path: %s", self.job_id, event)
-            return
-        path = f"{self.run_dir_rel}/{name}"
-        if event.get("event") == "deleted":
+    def _parsed(self, lines: list[str], file: str, parse: Callable[[str], T]) -> list[T]:
+        """`parse(line)` of each line; a line that is not a valid event is logged and skipped."""
+        parsed: list[T] = []
+        for line in lines:
+            try:
+                parsed.append(parse(line))
+            except (RunEventError, ValueError, TypeError, OverflowError) as exc:
+                # ValueError etc.: a field of the wrong type (`"size": "big"`).
+                log.warning(
+                    "job %s: skipping a bad %s line (%s): %.200r", self.job_id, file, exc, line
+                )
+        return parsed
+
+    def _artifact(self, session: Session, event: ArtifactEvent) -> None:
+        name = event.path
+        if event.event == "deleted":
             queries.delete_artifact(session, self.job_id, name)
-        elif event.get("event") == "created":
-            queries.upsert_artifact(
-                session,
-                self.job_id,
-                kind=str(event.get("kind", "file")),
-                name=name,
-                path=path,
-                size=int(event.get("size", 0)),
-                sha256=str(event.get("sha256", "")),
-                epoch=event.get("epoch"),
-                tag=event.get("tag"),
-            )
-        else:
-            log.warning("job %s: unknown artifact event: %s", self.job_id, event)
+            return
+        if event.kind not in ARTIFACT_KINDS:  # recorded all the same: the file is there
+            log.warning("job %s: artifact %s of unknown kind %r", self.job_id, name, event.kind)
+        queries.upsert_artifact(
+            session,
+            self.job_id,
+            kind=event.kind,
+            name=name,
+            path=f"{self.run_dir_rel}/{name}",
+            size=event.size,
+            sha256=event.sha256,
+            epoch=event.epoch,
+            tag=event.tag,
+            meta=event.meta,
+        )
 
     def _finish(self, outcome: str | int) -> str:
         status: str
@@ -319,6 +344,37 @@ class _Run:
         except OSError:
             return ""
         return "\n".join(text.rstrip().splitlines()[-LOG_TAIL_LINES:])
+
+
+def _metrics_record(line: str) -> MetricsRecord:
+    """A `metrics.jsonl` line as a record the database can hold, else `RunEventError`."""
+    record = parse_metrics_line(line)
+    if record.epoch > MAX_INT:
+        raise RunEventError(f"epoch {record.epoch} is out of range (at most {MAX_INT})")
+    if record.granularity == "step" and not 0 <= record.step <= MAX_INT:
+        raise RunEventError(f"step {record.step} is out of range (0 to {MAX_INT})")
+    return record
+
+
+_ARTIFACT_COLUMNS = Artifact.__table__.c
+
+
+def _artifact_event(line: str) -> ArtifactEvent:
+    """An `artifacts.jsonl` line as an event the database can hold, else `RunEventError`."""
+    event = parse_artifact_line(line)
+    for value, column in (
+        (event.kind, _ARTIFACT_COLUMNS.kind),
+        (event.path, _ARTIFACT_COLUMNS.name),
+        (event.tag or "", _ARTIFACT_COLUMNS.tag),
+        (event.sha256, _ARTIFACT_COLUMNS.sha256),
+    ):
+        if len(value) > column.type.length:
+            raise RunEventError(f"{column.name} is longer than {column.type.length} characters")
+    if event.epoch is not None and not 0 <= event.epoch <= MAX_INT:
+        raise RunEventError(f"epoch {event.epoch} is out of range (0 to {MAX_INT})")
+    if not 0 <= event.size <= MAX_BIGINT:
+        raise RunEventError(f"size {event.size} is out of range")
+    return event
 
 
 def _signal_name(number: int) -> str:

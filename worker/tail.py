@@ -29,7 +29,8 @@ class JsonlTail:
         except FileNotFoundError:
             return cls(path)
 
-    def read(self) -> list[dict[str, Any]]:
+    def read_lines(self) -> list[str]:
+        """The complete, non-blank lines appended since the last read, undecoded."""
         try:
             with self.path.open("rb") as f:
                 size = f.seek(0, 2)
@@ -49,10 +50,13 @@ class JsonlTail:
         if end < 0:
             return []
         self.offset += end + 1
+        lines = (line.decode(errors="replace") for line in data[:end].splitlines())
+        return [line for line in lines if line.strip()]
+
+    def read(self) -> list[dict[str, Any]]:
+        """`read_lines` parsed as JSON objects; other lines are logged and skipped."""
         records = []
-        for line in data[:end].splitlines():
-            if not line.strip():
-                continue
+        for line in self.read_lines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

@@ -11,9 +11,9 @@ from celery import shared_task
 from celery.exceptions import Reject
 from celery.signals import worker_ready, worker_shutting_down
 
+from store.broker import TASK_NAME
 from store.db import make_engine, session_factory
 from store.settings import Settings, get_settings
-from worker.app import TASK_NAME
 from worker.recovery import start_sweeper
 from worker.runner import REQUEUED, RunnerOptions, WorkerContext, run_job
 
@@ -47,7 +47,7 @@ def _make_context(settings: Settings) -> WorkerContext:
     return WorkerContext(
         settings=settings,
         sessions=session_factory(make_engine(settings.database_url)),
-        options=RunnerOptions.from_env(),
+        options=RunnerOptions.from_settings(settings),
     )
 
 

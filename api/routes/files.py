@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import OwnedJob, SessionDep, SettingsDep
 from api.files import embeddings_csv, open_embeddings, read_upto, tail_lines
@@ -26,8 +27,11 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs/{job_id}", tags=["files"])
 
 LOG_FILE = "logs.txt"
-NODE_IDS_FILE = "node_ids.csv"
 CHECKPOINT_ALIASES = ("best", "last")
+# Runs recorded before artifacts had meta keyed embeddings with an artifact of one of these kinds
+# (and this CSV column); newer ones name theirs in the embeddings' `meta.ids`.
+LEGACY_ID_COLUMNS = {"node_ids": "node_id", "graph_ids": "graph_id"}
+ROW_INDEX_COLUMN = "row"  # the CSV's first column when nothing keys the rows
 
 
 class LargeFileResponse(FileResponse):
@@ -122,24 +126,40 @@ def download_embeddings(
     session: SessionDep,
     settings: SettingsDep,
     format: Literal["npy", "csv"] = "npy",
+    name: Annotated[
+        str | None, Query(description="an embeddings artifact's name (default: the newest)")
+    ] = None,
 ) -> FileResponse | StreamingResponse:
-    """The embeddings as `.npy`, or as CSV (`node_id,dim_0,...`) with `?format=csv`."""
-    artifact = queries.find_artifact(session, job.id, kind="embeddings")
+    """The embeddings as `.npy`, or as CSV (`<id column>,dim_0,...`, one row per embedded
+    node or graph) with `?format=csv`."""
+    artifact = queries.find_artifact(session, job.id, name=name, kind="embeddings")
     path = _artifact_file(settings, artifact, "embeddings")
+    assert artifact is not None
     if format == "npy":
         return _download(path, "embeddings.npy")
-    # Node embeddings come with node_ids.csv; graph-level ones (graph families) with graph_ids.
-    ids = queries.find_artifact(session, job.id, kind="node_ids")
-    id_column = "node_id"
-    if ids is None and (graph_ids := queries.find_artifact(session, job.id, kind="graph_ids")):
-        ids, id_column = graph_ids, "graph_id"
-    ids_path = (
-        resolve_inside(settings.artifact_root, ids.path)
-        if ids is not None
-        else _run_file(settings, job, NODE_IDS_FILE)
-    )
+    ids_path, id_column = _ids_of(session, settings, artifact)
     return StreamingResponse(
         embeddings_csv(open_embeddings(path), ids_path, id_column),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="embeddings.csv"'},
     )
+
+
+def _ids_of(session: Session, settings: Settings, embeddings: Artifact) -> tuple[Path | None, str]:
+    """The CSV keying the rows of `embeddings` and its id column: the artifact its `meta.ids`
+    names, with that artifact's `meta.id_column`. Runs recorded before artifacts had meta:
+    the job's `node_ids` or `graph_ids` artifact. Without any: (None, "row"), rows keyed by
+    their index."""
+    ids_name = embeddings.meta.get("ids")
+    if isinstance(ids_name, str) and ids_name:
+        ids = queries.find_artifact(session, embeddings.job_id, name=ids_name)
+        if ids is None:
+            log.warning("job %s: ids artifact %r is not recorded", embeddings.job_id, ids_name)
+            return None, ROW_INDEX_COLUMN
+        id_column = ids.meta.get("id_column") or LEGACY_ID_COLUMNS.get(ids.kind, ROW_INDEX_COLUMN)
+        return resolve_inside(settings.artifact_root, ids.path), str(id_column)
+    for kind, id_column in LEGACY_ID_COLUMNS.items():
+        ids = queries.find_artifact(session, embeddings.job_id, kind=kind)
+        if ids is not None:
+            return resolve_inside(settings.artifact_root, ids.path), id_column
+    return None, ROW_INDEX_COLUMN

@@ -7,11 +7,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import (
     JOB_NOT_FOUND,
@@ -21,7 +22,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
 )
-from api.schemas import JobPublic, JobsPublic, MetricsPublic
+from api.schemas import JobPublic, JobsPublic, MetricsPublic, StepMetricsPublic
 from api.specs import read_spec
 from core.spec import BaseJobSpec
 from store import queries
@@ -99,29 +100,96 @@ def cancel_job(job: OwnedJob, session: SessionDep) -> JobPublic:
     return JobPublic.model_validate(job)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+Granularity = Literal["epoch", "step"]
+GranularityQuery = Annotated[
+    Granularity,
+    Query(description="`epoch`: a row per epoch; `step`: the running training metrics every "
+          "`training.log_every_n_steps` optimizer steps"),
+]  # fmt: skip
+AfterEpochQuery = Annotated[
+    int | None, Query(ge=-1, le=MAX_INT, description="granularity=epoch: rows after this epoch")
+]
+AfterStepQuery = Annotated[
+    int | None, Query(ge=-1, le=MAX_INT, description="granularity=step: rows after this step")
+]
+
+
+def _after(granularity: Granularity, after_epoch: int | None, after_step: int | None) -> int:
+    """The polling index to start after: `after_epoch` or `after_step`, whichever the
+    granularity takes (the other one is a 422)."""
+    other = "step" if granularity == "epoch" else "epoch"
+    after = {"epoch": after_epoch, "step": after_step}
+    if after[other] is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[{"loc": f"query.after_{other}", "msg": f"applies to granularity={other} only"}],
+        )
+    start = after[granularity]
+    return -1 if start is None else start
+
+
+def _metric_rows(
+    session: Session,
+    job_id: str,
+    owner_id: int,
+    granularity: Granularity,
+    *,
+    after: int,
+    attempt: int | None = None,
+    limit: int = 10_000,
+) -> tuple[int, str, list[tuple[int, str]]] | None:
+    """(attempt, job status, [(polling index, row as JSON text)]) of the owner's job, the
+    index being the epoch or the step; None if no such job.
+
+    Every dashboard polls this: the stored JSON values are passed through as they are rather
+    than parsed into objects and serialised again. Values are strict JSON (NaN is stored as
+    null, see `store.queries._json_safe`)."""
+    if granularity == "step":
+        steps = queries.metric_steps_page(
+            session, job_id, owner_id, attempt=attempt, after_step=after, limit=limit
+        )
+        if steps is None:
+            return None
+        rows = [
+            (step, f'{{"step":{step},"epoch":{epoch},"values":{values}}}')
+            for step, epoch, values in steps.rows
+        ]
+        return steps.attempt, steps.status, rows
+    page = queries.metrics_page(
+        session, job_id, owner_id, attempt=attempt, after_epoch=after, limit=limit
+    )
+    if page is None:
+        return None
+    rows = [(epoch, f'{{"epoch":{epoch},"values":{values}}}') for epoch, values in page.rows]
+    return page.attempt, page.status, rows
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic | StepMetricsPublic)
 def get_metrics(
     job_id: str,
     session: SessionDep,
     owner: CurrentOwner,
-    after_epoch: Annotated[int, Query(ge=-1, le=MAX_INT)] = -1,
+    granularity: GranularityQuery = "epoch",
+    after_epoch: AfterEpochQuery = None,
+    after_step: AfterStepQuery = None,
     attempt: Annotated[
         int | None, Query(ge=1, le=MAX_INT, description="default: the latest")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
 ) -> Response:
-    """Metric rows with `epoch > after_epoch`, for incremental polling."""
-    page = queries.metrics_page(
-        session, job_id, owner.id, attempt=attempt, after_epoch=after_epoch, limit=limit
+    """Metric rows of one attempt after `after_epoch` (or, with `granularity=step`, after
+    `after_step`), for incremental polling: a `MetricsPublic` (a `StepMetricsPublic`)."""
+    after = _after(granularity, after_epoch, after_step)
+    found = _metric_rows(
+        session, job_id, owner.id, granularity, after=after, attempt=attempt, limit=limit
     )
-    if page is None:
+    if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
-    # Every dashboard polls this: the stored JSON values are passed through as they are
-    # rather than parsed into objects and serialised again (the body is a `MetricsPublic`).
-    data = ",".join(f'{{"epoch":{epoch},"values":{values}}}' for epoch, values in page.rows)
+    job_attempt, job_status, rows = found
+    data = ",".join(row for _, row in rows)
     body = (
-        f'{{"data":[{data}],"count":{len(page.rows)},"attempt":{page.attempt},'
-        f'"status":{json.dumps(page.status)}}}'
+        f'{{"data":[{data}],"count":{len(rows)},"attempt":{job_attempt},'
+        f'"status":{json.dumps(job_status)}}}'
     )
     return Response(body, media_type="application/json")
 
@@ -131,22 +199,26 @@ async def stream_metrics(
     job: OwnedJob,
     request: Request,
     settings: SettingsDep,
-    after_epoch: Annotated[int, Query(ge=-1, le=MAX_INT)] = -1,
+    granularity: GranularityQuery = "epoch",
+    after_epoch: AfterEpochQuery = None,
+    after_step: AfterStepQuery = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """Server-Sent Events: `event: metric` per epoch (`id` is the epoch) of the latest attempt,
-    then `event: end` once the job is finished. Resumes after the `Last-Event-ID` header."""
+    """Server-Sent Events of the latest attempt: `event: metric` per epoch (`id` is the epoch;
+    with `granularity=step`, per step row, `id` the step), then `event: end` once the job is
+    finished. Resumes after the `Last-Event-ID` header."""
+    after = _after(granularity, after_epoch, after_step)
     if last_event_id is not None:
         try:
-            after_epoch = int(last_event_id)
+            after = int(last_event_id)
         except ValueError:
-            after_epoch = MAX_INT + 1
-        if not -1 <= after_epoch <= MAX_INT:
+            after = MAX_INT + 1
+        if not -1 <= after <= MAX_INT:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail="Last-Event-ID must be the epoch of the last event received",
+                detail=f"Last-Event-ID must be the {granularity} of the last event received",
             )
-    events = _metric_events(request, job, after_epoch, settings.stream_poll_seconds)
+    events = _metric_events(request, job, granularity, after, settings.stream_poll_seconds)
     return StreamingResponse(
         events,
         media_type="text/event-stream",
@@ -155,27 +227,28 @@ async def stream_metrics(
 
 
 async def _metric_events(
-    request: Request, job: Job, after_epoch: int, poll_seconds: float
+    request: Request, job: Job, granularity: Granularity, after: int, poll_seconds: float
 ) -> AsyncIterator[str]:
     factory = request.app.state.session_factory
     job_id, owner_id = job.id, job.owner_id
 
-    def poll(after: int) -> queries.MetricsPage | None:
+    def poll(after: int) -> tuple[int, str, list[tuple[int, str]]] | None:
         with factory() as session:
             # One statement: if it sees the job finished, it sees every row written before.
-            return queries.metrics_page(session, job_id, owner_id, after_epoch=after)
+            return _metric_rows(session, job_id, owner_id, granularity, after=after)
 
     last_sent = time.monotonic()
     while True:
-        page = await anyio.to_thread.run_sync(poll, after_epoch)
-        if page is None:  # the job is gone
+        found = await anyio.to_thread.run_sync(poll, after)
+        if found is None:  # the job is gone
             return
-        for epoch, values in page.rows:
-            yield f'id: {epoch}\nevent: metric\ndata: {{"epoch": {epoch}, "values": {values}}}\n\n'
-            after_epoch = epoch
+        _, job_status, rows = found
+        for index, row in rows:
+            yield f"id: {index}\nevent: metric\ndata: {row}\n\n"
+            after = index
             last_sent = time.monotonic()
-        if page.status in FINISHED_STATUSES:
-            yield f"event: end\ndata: {json.dumps({'status': page.status})}\n\n"
+        if job_status in FINISHED_STATUSES:
+            yield f"event: end\ndata: {json.dumps({'status': job_status})}\n\n"
             return
         if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
             yield ": keep-alive\n\n"

@@ -6,7 +6,10 @@ Loading reads files under the data roots only; it never downloads and never writ
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.data.errors import DataError, DataWarnings
 from core.data.roots import DatasetNotFound, resolve_data_path
 from core.spec.data import EdgeListData, PlanetoidData
 
@@ -30,6 +34,7 @@ class NodeGraph:
     node_ids: list[str]  # row i of every output is the input's node `node_ids[i]`
     y: Tensor | None = None  # [N] class labels, -1 where unknown
     masks: dict[str, Tensor] = field(default_factory=dict)  # train/val/test: [N] bool
+    warnings: list[str] = field(default_factory=list)  # what the load skipped or changed
 
     def to(self, device: torch.device) -> NodeGraph:
         return NodeGraph(
@@ -39,6 +44,7 @@ class NodeGraph:
             node_ids=self.node_ids,
             y=None if self.y is None else self.y.to(device),
             masks={k: v.to(device) for k, v in self.masks.items()},
+            warnings=self.warnings,
         )
 
 
@@ -68,35 +74,225 @@ def load_planetoid(name: str, normalize: bool = True) -> NodeGraph:
     )
 
 
-def _read_table(path: Path) -> list[list[str]]:
-    """Rows of a CSV/TSV/whitespace file; a header row of non-numeric names is skipped."""
-    text = path.read_text()
-    sample = text[:4096]
-    delimiter = "\t" if "\t" in sample else "," if "," in sample else None
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if delimiter is None:
-        rows = [ln.split() for ln in lines]
+# Header cells that name the two ends of an edge (`data.header: auto` recognises them).
+_END_NAME = re.compile(
+    r"^(src|dst|source|target|from|to|u|v|head|tail|start|end|origin|dest(ination)?|"
+    r"node|nodes?[_ ]?[12ab]|id[_ ]?[12]|neighbou?r|left|right)([_ ]?(id|node|name))?$",
+    re.IGNORECASE,
+)
+_NODE_COLUMN = re.compile(r"^(node|node[_ ]?id|id|vertex|name)$", re.IGNORECASE)
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|inf)$", re.IGNORECASE)
+
+HeaderRule = Callable[[list[str], list[list[str]]], bool]
+
+
+def edge_header(first: list[str], rest: list[list[str]]) -> bool:
+    """An edge list's first row is a header when both ends are column names (src,dst /
+    from,to / u,v / node1,node2 / source_id,target_id ...), or when they are not integers
+    while the ends of the rows below are."""
+    ends = first[:2]
+    if len(ends) == 2 and all(_END_NAME.match(c) for c in ends):
+        return True
+    below = [c for row in rest[:50] for c in row[:2]]
+    return bool(below) and all(map(_INTEGER.match, below)) and not all(map(_INTEGER.match, ends))
+
+
+def node_header(first: list[str], rest: list[list[str]]) -> bool:
+    """A node table's (features, labels) first row is a header when its first cell names the
+    node column, or when it has a non-numeric value column while the next row has none."""
+    if first and _NODE_COLUMN.match(first[0]):
+        return True
+    values = first[1:]
+    return (
+        bool(rest)
+        and bool(values)
+        and not all(map(_NUMBER.match, values))
+        and all(map(_NUMBER.match, rest[0][1:]))
+    )
+
+
+@dataclass
+class Table:
+    """Rows of a delimited text file with the 1-based line number of each."""
+
+    file: str  # the name the user knows
+    header: list[str] | None
+    rows: list[list[str]]
+    lines: list[int]
+
+
+def _delimiter(sample: str, choice: str) -> str | None:
+    if choice != "auto":
+        return None if choice == " " else choice
+    first = next((ln for ln in sample.splitlines() if ln.strip()), "")
+    return "\t" if "\t" in first else "," if "," in first else ";" if ";" in first else None
+
+
+def read_table(
+    path: Path,
+    file: str,
+    *,
+    delimiter: str = "auto",
+    comment: str | None = None,
+    header: bool | str = "auto",
+    is_header: HeaderRule = edge_header,
+    warnings: DataWarnings | None = None,
+) -> Table:
+    """A CSV / TSV / `;` / whitespace-separated file (any line endings) as rows of stripped
+    cells. Lines starting with `comment` (only when given) and blank lines are skipped and
+    counted in `warnings`. `header="auto"` takes the first row as a header when `is_header`
+    says so; the decision is logged."""
+    warnings = warnings if warnings is not None else DataWarnings()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(file, f"not UTF-8 text (byte {exc.start})") from None
+    raw_lines = text.splitlines()
+    kept: list[tuple[int, str]] = []
+    blank = commented = 0
+    for number, line in enumerate(raw_lines, 1):
+        if not line.strip():
+            blank += 1
+        elif comment and line.lstrip().startswith(comment):
+            commented += 1
+        else:
+            kept.append((number, line))
+    if commented:
+        warnings.add(file, f"skipped {commented} comment line(s) starting with {comment!r}")
+    if blank:
+        warnings.add(file, f"skipped {blank} blank line(s)")
+    sep = _delimiter(kept[0][1] if kept else "", delimiter)
+    if sep is None:
+        rows = [line.split() for _, line in kept]
     else:
-        rows = [[c.strip() for c in r] for r in csv.reader(lines, delimiter=delimiter)]
-    if rows and rows[0] and rows[0][0].lower() in {"src", "source", "node", "node_id", "id"}:
-        rows = rows[1:]
-    return rows
+        reader = csv.reader(io.StringIO("\n".join(line for _, line in kept)), delimiter=sep)
+        rows = [[c.strip() for c in row] for row in reader]
+    lines = [n for n, _ in kept]
+    head: list[str] | None = None
+    if rows and header is True:
+        head, rows, lines = rows[0], rows[1:], lines[1:]
+    elif rows and header == "auto":
+        if is_header(rows[0], rows[1:]):
+            log.info("%s: first row %s taken as a header (data.header: auto)", file, rows[0])
+            head, rows, lines = rows[0], rows[1:], lines[1:]
+        else:
+            log.info("%s: first row %s read as data (data.header: auto)", file, rows[0])
+    return Table(file, head, rows, lines)
+
+
+def _column(table: Table, name: str | None, default: int, what: str) -> int:
+    """The index of column `name` in the header (or `default` without a name)."""
+    if name is None:
+        return default
+    if table.header is None:
+        raise DataError(
+            table.file, f"{what} {name!r} names a column, but the file has no header row"
+        )
+    try:
+        return table.header.index(name)
+    except ValueError:
+        raise DataError(
+            table.file, f"no column {name!r} ({what})", line=1, allowed=", ".join(table.header)
+        ) from None
+
+
+def read_edges(spec: EdgeListData, warnings: DataWarnings) -> np.ndarray:
+    """The edge list's `[E, 2]` node ids (strings), validated: every row has both ends."""
+    table = read_table(
+        resolve_data_path(spec.path),
+        spec.path,
+        delimiter=spec.delimiter,
+        comment=spec.comment,
+        # naming a column implies a header row
+        header=True
+        if spec.header == "auto" and (spec.src_column or spec.dst_column)
+        else spec.header,
+        is_header=edge_header,
+        warnings=warnings,
+    )
+    src = _column(table, spec.src_column, 0, "data.src_column")
+    dst = _column(table, spec.dst_column, 1, "data.dst_column")
+    if not table.rows:
+        raise DataError(spec.path, "no edges (the file has no data rows)")
+    widths = np.fromiter((len(r) for r in table.rows), dtype=np.int64, count=len(table.rows))
+    short = np.flatnonzero(widths <= max(src, dst))
+    if short.size:
+        i = int(short[0])
+        raise DataError(
+            spec.path,
+            f"{widths[i]} column(s); an edge needs a source and a target",
+            line=table.lines[i],
+        )
+    ends = np.asarray([(r[src], r[dst]) for r in table.rows], dtype=str)  # [E, 2]
+    empty = np.flatnonzero((ends == "").any(1))
+    if empty.size:
+        i = int(empty[0])
+        column = (table.header or [])[src if ends[i, 0] == "" else dst :][:1] or [
+            (src if ends[i, 0] == "" else dst) + 1
+        ]
+        raise DataError(spec.path, "empty node id", line=table.lines[i], column=column[0])
+    loops = int((ends[:, 0] == ends[:, 1]).sum())
+    if loops:
+        warnings.add(spec.path, f"{loops} of {len(ends)} edges are self-loops (a node with itself)")
+    return ends
+
+
+def _node_table(path_name: str, what: str, warnings: DataWarnings, spec: EdgeListData) -> Table:
+    return read_table(
+        resolve_data_path(path_name),
+        path_name,
+        delimiter=spec.delimiter,
+        comment=spec.comment,
+        header=spec.header,
+        is_header=node_header,
+        warnings=warnings,
+    )
+
+
+def _features(table: Table) -> np.ndarray:
+    """The numeric columns after the node id, [rows, F] float32; DataError at a bad cell."""
+    widths = {len(r) for r in table.rows}
+    if len(widths) > 1:
+        expected = len(table.rows[0])
+        i = next(i for i, r in enumerate(table.rows) if len(r) != expected)
+        raise DataError(
+            table.file,
+            f"{len(table.rows[i])} columns where the first row has {expected}",
+            line=table.lines[i],
+        )
+    try:
+        return np.asarray([r[1:] for r in table.rows], dtype=np.float32)
+    except ValueError:
+        for i, row in enumerate(table.rows):
+            for j, cell in enumerate(row[1:], 2):
+                try:
+                    float(cell)
+                except ValueError:
+                    name = table.header[j - 1] if table.header else j
+                    raise DataError(
+                        table.file,
+                        f"{cell!r} is not a number",
+                        line=table.lines[i],
+                        column=name,
+                        allowed="numbers after the node id",
+                    ) from None
+        raise
 
 
 def load_edge_list(spec: EdgeListData) -> NodeGraph:
-    """A `src,dst` edge list with optional features (`node,f1,f2,...`) and labels (`node,label`)."""
-    path = resolve_data_path(spec.path)
-    rows = _read_table(path)
-    bad = [i for i, r in enumerate(rows) if len(r) < 2]
-    if bad:
-        raise ValueError(f"{spec.path}: line {bad[0] + 1} has fewer than 2 columns (src,dst)")
-    ends = np.asarray([r[:2] for r in rows], dtype=str)  # [E, 2]
-    if ends.size == 0:
-        raise ValueError(f"{spec.path}: no edges")
+    """A `src,dst` edge list with optional features (`node,f1,f2,...`) and labels (`node,label`);
+    a header row is declared or detected (`data.header`), comment lines only where
+    `data.comment` says, and what the load skipped is logged and kept in `warnings`."""
+    warnings = DataWarnings()
+    ends = read_edges(spec, warnings)
 
     feature_rows: list[list[str]] = []
+    feats_array: np.ndarray | None = None
     if spec.features_path:
-        feature_rows = _read_table(resolve_data_path(spec.features_path))
+        feature_table = _node_table(spec.features_path, "features", warnings, spec)
+        feature_rows = feature_table.rows
+        feats_array = _features(feature_table) if feature_rows else None
     # Node ids: every id named by an edge or a feature row, in order of first appearance.
     names = np.concatenate([ends.reshape(-1), np.asarray([r[0] for r in feature_rows], dtype=str)])
     uniq, first, inverse = np.unique(names, return_index=True, return_inverse=True)
@@ -113,9 +309,13 @@ def load_edge_list(spec: EdgeListData) -> NodeGraph:
 
     x = None
     if spec.feature_source == "file":
-        feats = np.asarray([r[1:] for r in feature_rows], dtype=np.float32)
-        x = torch.zeros(num_nodes, feats.shape[1])
-        x[torch.from_numpy(index[ends.size :])] = torch.from_numpy(feats)
+        if feats_array is None:
+            raise DataError(spec.features_path or "", "no feature rows")
+        x = torch.zeros(num_nodes, feats_array.shape[1])
+        x[torch.from_numpy(index[ends.size :])] = torch.from_numpy(feats_array)
+        missing = num_nodes - len(set(index[ends.size :].tolist()))
+        if missing:
+            warnings.add(spec.features_path or "", f"{missing} node(s) have no feature row: zeros")
         if spec.normalize_features:
             x = x / x.abs().sum(1, keepdim=True).clamp_min(1e-12)
     elif spec.feature_source == "one_hot":
@@ -124,19 +324,26 @@ def load_edge_list(spec: EdgeListData) -> NodeGraph:
     y = None
     masks: dict[str, Tensor] = {}
     if spec.labels_path:
-        labels = np.asarray(
-            [r[:2] for r in _read_table(resolve_data_path(spec.labels_path))], dtype=str
-        ).reshape(-1, 2)
+        table = _node_table(spec.labels_path, "labels", warnings, spec)
+        bad = next((i for i, r in enumerate(table.rows) if len(r) < 2 or not r[1]), None)
+        if bad is not None:
+            raise DataError(spec.labels_path, "a label row is node,label", line=table.lines[bad])
+        labels = np.asarray([r[:2] for r in table.rows], dtype=str).reshape(-1, 2)
         ids = uniq[order]
         sorter = np.argsort(ids)
         pos = np.searchsorted(ids, labels[:, 0], sorter=sorter).clip(max=ids.size - 1)
         found = ids[sorter[pos]] == labels[:, 0]
+        if not found.all():
+            warnings.add(
+                spec.labels_path,
+                f"{int((~found).sum())} label row(s) name nodes that are in no edge: ignored",
+            )
         _, classes = np.unique(labels[found, 1], return_inverse=True)
         y = torch.full((num_nodes,), -1, dtype=torch.long)
         y[torch.from_numpy(sorter[pos[found]])] = torch.from_numpy(classes).long()
         masks = _seeded_split(y)
     log.info("loaded %s: %d nodes, %d edges", spec.path, num_nodes, edges.size(1))
-    return NodeGraph(edges, num_nodes, x, node_ids, y, masks)
+    return NodeGraph(edges, num_nodes, x, node_ids, y, masks, warnings.items)
 
 
 def _seeded_split(y: Tensor, fractions: tuple[float, float] = (0.6, 0.2)) -> dict[str, Tensor]:

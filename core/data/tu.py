@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.data.errors import DataError
 from core.data.graphset import GraphSet, files_digest, ptr_from_counts
 from core.data.roots import DatasetNotFound, resolve_data_path
 from core.spec.data import TUData, TUUploadData
@@ -54,14 +55,50 @@ def source_files(directory: Path, name: str) -> list[Path]:
 def load_tu(spec: TUData | TUUploadData) -> tuple[GraphSet, str]:
     """The dataset as a `GraphSet` and a hash of its source files (a cache key)."""
     directory, name = tu_directory(spec)
-    graphs = read_tu(directory, name, use_node_attributes=spec.use_node_attributes)
+    if isinstance(spec, TUData):
+        label = f"{spec.name}/raw"
+    else:
+        label = spec.path + ("/raw" if directory.name == "raw" else "")
+    graphs = read_tu(
+        directory,
+        name,
+        use_node_attributes=spec.use_node_attributes,
+        label=label,
+    )
     key = files_digest(source_files(directory, name), spec.use_node_attributes)
     return graphs, key
 
 
-def _read(path: Path, dtype: type) -> np.ndarray:
-    """A comma-separated numeric table as a 2-D array ([rows, columns])."""
-    return np.loadtxt(path, delimiter=",", dtype=dtype, ndmin=2)
+def _read(path: Path, dtype: type, label: str = "") -> np.ndarray:
+    """A comma-separated numeric table as a 2-D array ([rows, columns]); a trailing comma on a
+    line is tolerated; a bad cell raises DataError naming the file, line and column."""
+    name = f"{label}/{path.name}" if label else path.name
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [ln.strip().rstrip(",").rstrip() for ln in text.splitlines()]
+    numbers = [i for i, ln in enumerate(lines, 1) if ln]
+    if not numbers:
+        return np.zeros((0, 0), dtype=dtype)
+    if len(numbers) != len(lines):
+        raise DataError(name, "blank line", line=next(i for i, ln in enumerate(lines, 1) if not ln))
+    try:
+        return np.loadtxt(lines, delimiter=",", dtype=dtype, ndmin=2)
+    except ValueError:
+        width = lines[0].count(",") + 1
+        for number, line in enumerate(lines, 1):
+            cells = line.split(",")
+            if len(cells) != width:
+                raise DataError(
+                    name, f"{len(cells)} values where line 1 has {width}", line=number
+                ) from None
+            for column, cell in enumerate(cells, 1):
+                try:
+                    dtype(cell.strip()) if dtype is not np.int64 else int(cell.strip())
+                except ValueError:
+                    kind = "an integer" if dtype is np.int64 else "a number"
+                    raise DataError(
+                        name, f"{cell.strip()!r} is not {kind}", line=number, column=column
+                    ) from None
+        raise
 
 
 def _one_hot_columns(labels: Tensor) -> Tensor:
@@ -71,52 +108,83 @@ def _one_hot_columns(labels: Tensor) -> Tensor:
     return torch.cat(parts, 1).float()
 
 
-def read_tu(directory: Path, name: str, use_node_attributes: bool = False) -> GraphSet:
-    """Read `directory/NAME_*.txt` into a `GraphSet`."""
+def read_tu(
+    directory: Path,
+    name: str,
+    use_node_attributes: bool = False,
+    label: str = "",
+) -> GraphSet:
+    """Read `directory/NAME_*.txt` into a `GraphSet`. Every per-node, per-edge and per-graph
+    file must have one row per node, edge or graph (DataError naming the file otherwise); a
+    graph without edges is valid. `label` is how errors name the directory."""
 
     def file(suffix: str) -> Path:
         return directory / f"{name}_{suffix}.txt"
 
+    def shown(suffix: str) -> str:
+        return f"{label}/{name}_{suffix}.txt" if label else f"{name}_{suffix}.txt"
+
+    def read(suffix: str, dtype: type, rows: int | None = None, what: str = "") -> np.ndarray:
+        table = _read(file(suffix), dtype, label)
+        if rows is not None and table.shape[0] != rows:
+            raise DataError(
+                shown(suffix),
+                f"{table.shape[0]} rows, but {shown(what)} has {rows}: one row per "
+                f"{'edge' if what == 'A' else 'node' if what == 'graph_indicator' else 'graph'}",
+            )
+        return table
+
     for required in ("A", "graph_indicator"):
         if not file(required).exists():
             raise DatasetNotFound(f"{name}_{required}.txt", [directory])
-    edges = torch.from_numpy(_read(file("A"), np.int64)).t() - 1  # [2, m] global, 0-based
-    node_graph = torch.from_numpy(_read(file("graph_indicator"), np.int64)[:, 0]) - 1  # [n]
+    a = read("A", np.int64)
+    if a.size and a.shape[1] != 2:
+        raise DataError(shown("A"), f"{a.shape[1]} values per line; an edge is 'source, target'")
+    edges = torch.from_numpy(a.reshape(-1, 2)).t() - 1  # [2, m] global, 0-based
+    indicator = read("graph_indicator", np.int64)
+    if indicator.size == 0:
+        raise DataError(shown("graph_indicator"), "no nodes")
+    node_graph = torch.from_numpy(indicator[:, 0]) - 1  # [n]
     num_nodes = node_graph.numel()
     if edges.numel() and (int(edges.min()) < 0 or int(edges.max()) >= num_nodes):
-        raise ValueError(f"{file('A')}: node ids must be in 1..{num_nodes}")
+        bad = int(((edges < 0) | (edges >= num_nodes)).any(0).nonzero()[0])
+        raise DataError(shown("A"), f"node id out of range; allowed: 1..{num_nodes}", line=bad + 1)
 
     if file("graph_attributes").exists():
-        y = torch.from_numpy(_read(file("graph_attributes"), np.float32)).squeeze(1)
+        y = torch.from_numpy(read("graph_attributes", np.float32)).squeeze(1)
         num_classes = None
     elif file("graph_labels").exists():
-        raw = torch.from_numpy(_read(file("graph_labels"), np.int64)[:, 0])
+        raw = torch.from_numpy(read("graph_labels", np.int64)[:, 0])
         classes, y = torch.unique(raw, sorted=True, return_inverse=True)
         num_classes = int(classes.numel())
     else:
         raise DatasetNotFound(f"{name}_graph_labels.txt", [directory])
     num_graphs = int(y.size(0))
     if int(node_graph.max()) + 1 != num_graphs or int(node_graph.min()) < 0:
-        raise ValueError(
-            f"{file('graph_indicator')}: graph ids must be 1..{num_graphs} (one per graph label)"
+        raise DataError(
+            shown("graph_indicator"),
+            f"graph ids must be 1..{num_graphs} (one per row of the graph labels)",
         )
 
     # Node inputs: [attributes | one-hot labels], or a constant when there are neither.
     parts = []
+    per_node = {"rows": num_nodes, "what": "graph_indicator"}
     if use_node_attributes and file("node_attributes").exists():
-        parts.append(torch.from_numpy(_read(file("node_attributes"), np.float32)))
+        parts.append(torch.from_numpy(read("node_attributes", np.float32, **per_node)))
     if file("node_labels").exists():
-        parts.append(_one_hot_columns(torch.from_numpy(_read(file("node_labels"), np.int64))))
+        labels_n = torch.from_numpy(read("node_labels", np.int64, **per_node))
+        parts.append(_one_hot_columns(labels_n))
     x = torch.cat(parts, 1) if parts else torch.ones(num_nodes, 1)
 
     # Edge inputs: categorical labels, or float attributes (+ one-hot labels).
     edge_attr: Tensor | None = None
     num_edge_types = None
     labels = None
+    per_edge = {"rows": edges.size(1), "what": "A"}
     if file("edge_labels").exists():
-        labels = torch.from_numpy(_read(file("edge_labels"), np.int64))  # [m, c]
+        labels = torch.from_numpy(read("edge_labels", np.int64, **per_edge))  # [m, c]
     if file("edge_attributes").exists():
-        attrs = [torch.from_numpy(_read(file("edge_attributes"), np.float32))]
+        attrs = [torch.from_numpy(read("edge_attributes", np.float32, **per_edge))]
         if labels is not None:
             attrs.append(_one_hot_columns(labels))
         edge_attr = torch.cat(attrs, 1)
@@ -134,7 +202,7 @@ def read_tu(directory: Path, name: str, use_node_attributes: bool = False) -> Gr
         x = x[order]
     edges, edge_attr = _symmetric(edges, edge_attr, num_nodes)
     if bool((node_graph[edges[0]] != node_graph[edges[1]]).any()):
-        raise ValueError(f"{file('A')}: an edge joins nodes of two different graphs")
+        raise DataError(shown("A"), "an edge joins nodes of two different graphs")
 
     nodes_per_graph = torch.bincount(node_graph, minlength=num_graphs)
     node_ptr = ptr_from_counts(nodes_per_graph)

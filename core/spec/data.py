@@ -51,6 +51,26 @@ class EdgeListData(Section):
     learnable_dim: Annotated[int, Field(ge=1, le=4096)] = 64
     directed: bool = False
     normalize_features: bool = False
+    header: Literal["auto"] | bool = Field(
+        default="auto",
+        description="whether the first row names the columns; auto: when it names the ends "
+        "(src,dst / from,to / u,v / node1,node2 / source_id,target_id ...) or is not "
+        "numeric while the rows are",
+    )
+    src_column: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="the header's source column (default: the first)"
+    )
+    dst_column: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="the header's target column (default: the second)"
+    )
+    comment: Annotated[str, Field(min_length=1, max_length=3)] | None = Field(
+        default=None,
+        description="lines starting with this are comments (default: none; '#' starts a "
+        "node id such as '#python' unless you say so)",
+    )
+    delimiter: Literal["auto", ",", "\t", ";", " "] = Field(
+        default="auto", description="auto: tab, comma or ';' from the first line, else spaces"
+    )
 
     @field_validator("path", "features_path", "labels_path")
     @classmethod
@@ -59,6 +79,9 @@ class EdgeListData(Section):
 
     @model_validator(mode="after")
     def _features_source(self) -> EdgeListData:
+        if (self.src_column or self.dst_column) and self.header is False:
+            raise ValueError("data.src_column / data.dst_column name header columns; "
+                             "data.header is false")  # fmt: skip
         if self.features == "file" and not self.features_path:
             raise ValueError("data.features is 'file' but data.features_path is not set")
         if self.features_path and self.features not in (None, "file"):
@@ -103,6 +126,11 @@ class TUData(Section):
     use_node_attributes: bool = Field(
         default=False, description="append `<name>_node_attributes.txt` to the one-hot labels"
     )
+    missing_targets: Literal["error", "drop"] = Field(
+        default="error",
+        description="graphs whose regression target is missing (NaN): refuse the dataset "
+        "naming them, or leave those graphs out (logged, listed in data_warnings)",
+    )
     split: DerivedSplit = Field(default_factory=lambda: FractionsSplit(kind="fractions"))
 
 
@@ -114,6 +142,11 @@ class TUUploadData(Section):
     format: Literal["tu_upload"]
     path: Annotated[str, Field(min_length=1, max_length=500)]
     use_node_attributes: bool = True
+    missing_targets: Literal["error", "drop"] = Field(
+        default="error",
+        description="graphs whose regression target is missing (NaN): refuse the dataset "
+        "naming them, or leave those graphs out (logged, listed in data_warnings)",
+    )
     split: DerivedSplit = Field(default_factory=lambda: FractionsSplit(kind="fractions"))
 
     @field_validator("path")

@@ -22,8 +22,8 @@ import redis
 from click.testing import CliRunner
 
 from cli.main import main as trainctl
+from store.broker import TASK_NAME, make_celery
 from store.settings import Settings
-from tests.support.service import create_pg_database, drop_pg_database
 from tests.support.e2e import (
     CLI,
     CORA_NODES,
@@ -36,7 +36,7 @@ from tests.support.e2e import (
     service_env,
     wait_for,
 )
-from worker.app import TASK_NAME, make_celery
+from tests.support.service import create_pg_database, drop_pg_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -122,7 +122,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def test_submit_train_follow_download(service: Service, tmp_path: Path) -> None:
-    job_id = service.submit(TINY_CORA, tmp_path, "training.epochs=5")
+    job_id = service.submit(
+        TINY_CORA, tmp_path, "training.epochs=5", "training.log_every_n_steps=1"
+    )
     api, procs = service.api, service.procs
 
     # Metric rows appear while the job runs, not only once it is done.
@@ -147,6 +149,14 @@ def test_submit_train_follow_download(service: Service, tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert [line.split()[1] for line in result.output.splitlines()] == ["1", "2", "3", "4", "5"]
     assert "train_loss=" in result.output and "val_loss=" in result.output
+    steps = api.get(f"/jobs/{job_id}/metrics", params={"granularity": "step"})["data"]
+    assert steps and [s["step"] for s in steps] == sorted({s["step"] for s in steps})
+    assert {"train_loss", "lr", "grad_norm"} <= set(steps[-1]["values"]), steps[-1]
+
+    result = service.cli("artifacts", job_id)
+    assert result.exit_code == 0, result.output
+    kinds = {line.split()[1] for line in result.output.splitlines()[1:]}
+    assert {"checkpoint", "embeddings", "ids", "summary"} <= kinds, result.output
 
     out = tmp_path / "emb.npy"
     result = service.cli("download", job_id, "embeddings", "-o", str(out))

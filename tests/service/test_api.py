@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.main import create_app
-from api.schemas import MetricsPublic
+from api.schemas import MetricsPublic, StepMetricsPublic
 from store import queries
 from store.db import session_scope
 from store.models import Job
@@ -275,6 +275,72 @@ def test_metrics_incremental_polling_by_attempt(client, auth, sessions):
     assert client.get(url, params={"attempt": 1}, headers=auth).json()["count"] == 5
 
 
+def add_steps(sessions, job_id: str, attempt: int, steps, per_epoch: int = 4) -> None:
+    with session_scope(sessions) as session:
+        for step in steps:
+            values = {"train_loss": 1 / step, "lr": 0.01}
+            queries.upsert_metric_step(session, job_id, attempt, step, step // per_epoch, values)
+
+
+def test_step_metrics_polling_by_attempt(client, auth, sessions):
+    job_id = submit(client, auth)
+    start(sessions, job_id)
+    add_steps(sessions, job_id, 1, [2, 4, 6, 8])
+    add_metrics(sessions, job_id, 1, [1, 2])  # epoch rows are their own view
+    url = f"/jobs/{job_id}/metrics"
+
+    body = client.get(url, params={"granularity": "step"}, headers=auth).json()
+    StepMetricsPublic.model_validate(body)  # the hand-built body is the declared schema
+    assert [(m["step"], m["epoch"]) for m in body["data"]] == [(2, 0), (4, 1), (6, 1), (8, 2)]
+    assert (body["count"], body["attempt"], body["status"]) == (4, 1, "running")
+    assert body["data"][1]["values"] == {"train_loss": 0.25, "lr": 0.01}
+    page = client.get(url, params={"granularity": "step", "after_step": 4}, headers=auth).json()
+    assert [m["step"] for m in page["data"]] == [6, 8]
+    page = client.get(url, params={"granularity": "step", "limit": 1}, headers=auth).json()
+    assert [m["step"] for m in page["data"]] == [2]
+    assert [m["epoch"] for m in client.get(url, headers=auth).json()["data"]] == [1, 2]
+
+    with session_scope(sessions) as session:  # a retry: attempt 2 starts over
+        queries.requeue_job(session, job_id)
+    start(sessions, job_id)
+    add_steps(sessions, job_id, 2, [2])
+    body = client.get(url, params={"granularity": "step"}, headers=auth).json()
+    assert (body["attempt"], [m["step"] for m in body["data"]]) == (2, [2])
+    page = client.get(url, params={"granularity": "step", "attempt": 1}, headers=auth).json()
+    assert page["count"] == 4
+
+    for params, loc in [
+        ({"granularity": "step", "after_epoch": 1}, "query.after_epoch"),
+        ({"after_step": 1}, "query.after_step"),
+    ]:
+        response = client.get(url, params=params, headers=auth)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == loc
+    bad = client.get(url, params={"granularity": "minute"}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["allowed"] == ["epoch", "step"]
+
+
+def test_a_nan_metric_is_served_as_null(client, auth, sessions):
+    job_id = submit(client, auth)
+    start(sessions, job_id)
+    with session_scope(sessions) as session:
+        nan, inf = float("nan"), float("inf")
+        queries.upsert_metric(session, job_id, 1, 1, {"loss": nan, "acc": None, "hist": [1.0, inf]})
+        queries.upsert_metric_step(session, job_id, 1, 5, 1, {"grad_norm": inf, "lr": 0.1})
+        queries.finish_job(session, job_id, "failed", "diverged")
+    url = f"/jobs/{job_id}/metrics"
+    response = client.get(url, headers=auth)
+    # Strict JSON: a parser that refuses NaN reads it.
+    body = json.loads(response.text, parse_constant=pytest.fail)
+    assert body["data"][0]["values"] == {"loss": None, "acc": None, "hist": [1.0, None]}
+    body = json.loads(client.get(url, params={"granularity": "step"}, headers=auth).text)
+    assert body["data"][0]["values"] == {"grad_norm": None, "lr": 0.1}
+    for granularity in ("epoch", "step"):
+        events = read_sse(client, f"{url}/stream?granularity={granularity}", auth)
+        data = json.loads(events[0]["data"], parse_constant=pytest.fail)
+        assert None in data["values"].values()
+
+
 def read_sse(client, url, headers) -> list[dict]:
     events, event = [], {}
     with client.stream("GET", url, headers=headers) as response:
@@ -314,6 +380,37 @@ def test_sse_stream_sends_rows_then_end_and_resumes(client, auth, sessions):
     for bad_id in ("abc", "99999999999"):
         bad = client.get(url, headers={**auth, "Last-Event-ID": bad_id})
         assert bad.status_code == 422
+
+
+def test_sse_step_stream_sends_steps_then_end_and_resumes(client, auth, sessions):
+    job_id = submit(client, auth)
+    start(sessions, job_id)
+    add_steps(sessions, job_id, 1, [10, 20, 30])
+    add_metrics(sessions, job_id, 1, [1])
+    with session_scope(sessions) as session:
+        queries.finish_job(session, job_id, "succeeded")
+    url = f"/jobs/{job_id}/metrics/stream?granularity=step"
+
+    events = read_sse(client, url, auth)
+    assert [(e["event"], e.get("id")) for e in events] == [
+        ("metric", "10"),
+        ("metric", "20"),
+        ("metric", "30"),
+        ("end", None),
+    ]
+    assert json.loads(events[1]["data"]) == {
+        "step": 20,
+        "epoch": 5,
+        "values": {"train_loss": 0.05, "lr": 0.01},
+    }
+    resumed = read_sse(client, url, {**auth, "Last-Event-ID": "20"})
+    assert [(e["event"], e.get("id")) for e in resumed] == [("metric", "30"), ("end", None)]
+    after = read_sse(client, f"{url}&after_step=10", auth)
+    assert [e.get("id") for e in after] == ["20", "30", None]
+    bad = client.get(url, headers={**auth, "Last-Event-ID": "x"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == "Last-Event-ID must be the step of the last event received"
+    assert client.get(f"{url}&after_epoch=1", headers=auth).status_code == 422
 
 
 def test_sse_stream_follows_a_running_job(client, auth, sessions):
@@ -361,18 +458,52 @@ def test_more_streams_than_connections_all_finish(client, auth, sessions, servic
 # --- the app module ----------------------------------------------------------------------------
 
 
-def test_uvicorn_app_is_built_on_first_access_without_torch(tmp_path):
-    code = (
-        "import sys, api.main\n"
-        "assert 'app' not in vars(api.main)\n"
-        "assert type(api.main.app).__name__ == 'FastAPI'\n"
-        "assert 'torch' not in sys.modules, 'the API imported torch'\n"
-    )
+def run_python(code: str, tmp_path) -> None:
+    """`code` in a fresh interpreter with an environment of nothing but a home."""
     env = {"PATH": "/usr/bin:/bin", "TRAINCTL_HOME": str(tmp_path), "HOME": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+# Modules the API never imports: the training stack, and the worker (whose import pulls in the
+# training core); Celery only once it queues a job.
+NO_WORKER_NO_TORCH = (
+    "def imported(name):\n"
+    "    return [m for m in sys.modules if m == name or m.startswith(name + '.')]\n"
+    "assert not imported('torch'), 'the API imported torch'\n"
+    "assert not imported('worker'), f'the API imported {imported(\"worker\")}'\n"
+)
+
+
+def test_uvicorn_app_is_built_on_first_access_without_torch_or_the_worker(tmp_path):
+    code = (
+        "import sys, api.main\n"
+        "assert 'app' not in vars(api.main)\n"
+        "assert type(api.main.app).__name__ == 'FastAPI'\n"
+        "assert 'celery' not in sys.modules, 'Celery is imported when a job is first queued'\n"
+        + NO_WORKER_NO_TORCH
+    )
+    run_python(code, tmp_path)
+
+
+def test_the_api_queues_a_job_without_the_worker(tmp_path):
+    """The dispatcher sends `trainctl.run_job` with the broker settings of `store.broker`
+    (here the embedded file-system broker), the worker package never imported."""
+    code = (
+        "import json, pathlib, sys, base64\n"
+        "from api.dispatch import CeleryDispatcher\n"
+        "from store.broker import TASK_NAME, embedded_broker_dir\n"
+        "from store.settings import Settings\n"
+        "settings = Settings()\n"
+        "CeleryDispatcher(settings)('job-1')\n"
+        "(message,) = (embedded_broker_dir(settings) / 'queue').iterdir()\n"
+        "headers = json.loads(message.read_text())['headers']\n"
+        "assert (headers['task'], headers['argsrepr']) == (TASK_NAME, \"['job-1']\"), headers\n"
+        + NO_WORKER_NO_TORCH
+    )
+    run_python(code, tmp_path)
 
 
 # --- health and error handling ------------------------------------------------------------------
@@ -408,6 +539,9 @@ def test_bad_input_is_4xx_never_500(client, auth):
         ("GET", "/jobs?offset=-1", {}),
         ("GET", f"/jobs/{job_id}/metrics?after_epoch=x", {}),
         ("GET", f"/jobs/{job_id}/metrics?attempt=0", {}),
+        ("GET", f"/jobs/{job_id}/metrics?granularity=step&after_step=x", {}),
+        ("GET", f"/jobs/{job_id}/metrics?granularity=step&after_step=99999999999", {}),
+        ("GET", f"/jobs/{job_id}/metrics/stream?granularity=batch", {}),
         ("GET", f"/jobs/{job_id}/logs?tail=0", {}),
         ("GET", f"/jobs/{job_id}/embeddings?format=xml", {}),
         ("GET", f"/jobs/{job_id}/checkpoints/..%2F..%2Fetc%2Fpasswd", {}),

@@ -193,40 +193,120 @@ def test_read_upto_stops_at_the_size_seen(tmp_path):
     assert b"".join(chunks) == b"3456"
 
 
-def test_embeddings_as_npy_and_csv(client, auth, sessions, service_settings):
-    job_id = submit(client, auth)
-    emb = np.arange(15, dtype=np.float32).reshape(5, 3) / 7  # [nodes, dim]
+def save_npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, emb)
-    record(sessions, service_settings, job_id, "embeddings.npy", buf.getvalue(), kind="embeddings")
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def csv_rows(client, auth, url: str, **params) -> list[list[str]]:
+    response = client.get(url, params={"format": "csv", **params}, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    return list(csv.reader(io.StringIO(response.text)))
+
+
+def test_embeddings_as_npy_and_csv_keyed_through_meta(client, auth, sessions, service_settings):
+    job_id = submit(client, auth)
+    emb = np.arange(15, dtype=np.float32).reshape(5, 3) / 7  # [texts, dim]
+    ids = 'row,text_id,split\n0,paper-a,train\n1,"b,with comma",train\n2,c,val\n3,d,val\n4,e,test\n'
+    # Names the run chose: nothing in the API knows them.
+    emb_meta = {"shape": [5, 3], "dtype": "float32", "ids": "out/keys.csv"}
+    record(
+        sessions,
+        service_settings,
+        job_id,
+        "out/vectors.npy",
+        save_npy(emb),
+        kind="embeddings",
+        meta=emb_meta,
+    )
+    record(
+        sessions,
+        service_settings,
+        job_id,
+        "out/keys.csv",
+        ids.encode(),
+        kind="ids",
+        meta={"id_column": "text_id", "of": "out/vectors.npy"},
+    )
     url = f"/jobs/{job_id}/embeddings"
 
     response = client.get(url, headers=auth)
     assert response.status_code == 200
     np.testing.assert_array_equal(np.load(io.BytesIO(response.content)), emb)
 
-    rows = list(csv.reader(io.StringIO(client.get(f"{url}?format=csv", headers=auth).text)))
-    assert rows[0] == ["node_id", "dim_0", "dim_1", "dim_2"]
-    assert [r[0] for r in rows[1:]] == ["0", "1", "2", "3", "4"]  # no node_ids.csv: row index
-    np.testing.assert_allclose(np.array([r[1:] for r in rows[1:]], dtype=float), emb, rtol=1e-6)
-
-    ids = 'row,node_id\n0,paper-a\n1,"b,with comma"\n2,c\n3,d\n4,e\n'
-    (service_settings.artifact_root / job_id / "node_ids.csv").write_text(ids)
-    response = client.get(url, params={"format": "csv"}, headers=auth)
-    assert response.headers["content-type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(response.text)))
+    rows = csv_rows(client, auth, url)
+    assert rows[0] == ["text_id", "dim_0", "dim_1", "dim_2"]
     assert [r[0] for r in rows[1:]] == ["paper-a", "b,with comma", "c", "d", "e"]
+    np.testing.assert_allclose(np.array([r[1:] for r in rows[1:]], dtype=float), emb, rtol=1e-6)
+    listing = client.get(f"/jobs/{job_id}/artifacts?kind=embeddings", headers=auth).json()
+    assert listing["data"][0]["meta"] == emb_meta
+
+
+def test_embeddings_by_name_and_without_ids(client, auth, sessions, service_settings):
+    job_id = submit(client, auth)
+    record(
+        sessions,
+        service_settings,
+        job_id,
+        "a.npy",
+        save_npy(np.zeros((2, 1), np.float32)),
+        kind="embeddings",
+        meta={"ids": "gone.csv"},
+    )
+    record(
+        sessions,
+        service_settings,
+        job_id,
+        "b.npy",
+        save_npy(np.ones((3, 2), np.float32)),
+        kind="embeddings",
+    )
+    url = f"/jobs/{job_id}/embeddings"
+    rows = csv_rows(client, auth, url)  # the newest: b.npy, keyed by nothing
+    assert rows[0] == ["row", "dim_0", "dim_1"] and [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    rows = csv_rows(client, auth, url, name="a.npy")  # its ids artifact is not recorded
+    assert rows[0] == ["row", "dim_0"] and [r[0] for r in rows[1:]] == ["0", "1"]
+    response = client.get(url, params={"name": "nope.npy"}, headers=auth)
+    assert (response.status_code, response.json()["detail"]) == (404, "embeddings not found")
+    # A file the run directory holds but the run did not record keys nothing.
+    (service_settings.artifact_root / job_id / "node_ids.csv").write_text("row,node_id\n0,x\n")
+    assert csv_rows(client, auth, url)[1][0] == "0"
+
+
+def test_old_runs_node_ids_artifact_keys_the_rows(client, auth, sessions, service_settings):
+    """Runs recorded before artifacts had meta: a `node_ids` artifact, no `meta.ids`."""
+    job_id = submit(client, auth)
+    record(
+        sessions,
+        service_settings,
+        job_id,
+        "embeddings.npy",
+        save_npy(np.ones((3, 2), np.float32)),
+        kind="embeddings",
+    )
+    ids = b"row,node_id\n0,paper-a\n1,paper-b\n2,paper-c\n"
+    record(sessions, service_settings, job_id, "node_ids.csv", ids, kind="node_ids")
+    rows = csv_rows(client, auth, f"/jobs/{job_id}/embeddings")
+    assert rows[0] == ["node_id", "dim_0", "dim_1"]
+    assert [r[0] for r in rows[1:]] == ["paper-a", "paper-b", "paper-c"]
 
 
 def test_graph_embeddings_csv_takes_graph_ids(client, auth, sessions, service_settings):
+    """Runs recorded before artifacts had meta: a `graph_ids` artifact, no `meta.ids`."""
     job_id = submit(client, auth)
-    buf = io.BytesIO()
-    np.save(buf, np.ones((3, 2), dtype=np.float32))  # [graphs, dim]
-    record(sessions, service_settings, job_id, "embeddings.npy", buf.getvalue(), kind="embeddings")
+    record(
+        sessions,
+        service_settings,
+        job_id,
+        "embeddings.npy",
+        save_npy(np.ones((3, 2), dtype=np.float32)),
+        kind="embeddings",
+    )
     ids = b"row,graph_id,split\n0,17,train\n1,4,val\n2,9,test\n"
     record(sessions, service_settings, job_id, "graph_ids.csv", ids, kind="graph_ids")
-    text = client.get(f"/jobs/{job_id}/embeddings?format=csv", headers=auth).text
-    rows = list(csv.reader(io.StringIO(text)))
+    rows = csv_rows(client, auth, f"/jobs/{job_id}/embeddings")
     assert rows[0] == ["graph_id", "dim_0", "dim_1"]
     assert [r[0] for r in rows[1:]] == ["17", "4", "9"]
 

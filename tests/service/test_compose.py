@@ -25,7 +25,6 @@ OTHER_VARIABLES = {
     "TRAINCTL_API_HOST",  # trainctl api --host
     "TRAINCTL_API_PORT",  # trainctl api --port
     "TRAINCTL_WORKER_CONCURRENCY",  # trainctl worker --concurrency
-    "TRAINCTL_CANCEL_GRACE_SECONDS",  # worker.runner.RunnerOptions
     "TRAINCTL_CACHE_DIR",  # core.data.roots.cache_dir
 }
 

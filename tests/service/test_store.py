@@ -107,6 +107,34 @@ def test_metrics_page_in_one_query(sessions):
         assert page.attempt == 7 and [e for e, _ in page.rows] == [1]
 
 
+def test_step_metrics_upsert_and_page(sessions):
+    job_id = new_job(sessions)
+    claim(sessions, job_id)
+    with session_scope(sessions) as session:
+        owner_id = get_or_create_owner(session, "alice").id
+        for step in (10, 20, 30):
+            queries.upsert_metric_step(session, job_id, 1, step, step // 20, {"lr": step / 1e3})
+        # A retry of the same step replaces it; NaN and inf, also nested, are stored as null.
+        queries.upsert_metric_step(
+            session, job_id, 1, 20, 1, {"lr": float("nan"), "hist": [float("inf"), 1.0]}
+        )
+        queries.upsert_metric_step(session, job_id, 2, 10, 0, {"lr": 9.0})  # another attempt
+    with sessions() as session:
+        page = queries.metric_steps_page(session, job_id, owner_id, after_step=10)
+        assert (page.attempt, page.status) == (1, "running")
+        assert [(s, e, json.loads(v)) for s, e, v in page.rows] == [
+            (20, 1, {"lr": None, "hist": [None, 1.0]}),
+            (30, 1, {"lr": 0.03}),
+        ]
+        assert [
+            s for s, _, _ in queries.metric_steps_page(session, job_id, owner_id, limit=1).rows
+        ] == [10]
+        assert queries.metric_steps_page(session, job_id, owner_id, attempt=2).rows == [
+            (10, 0, '{"lr": 9.0}')
+        ]
+        assert queries.metric_steps_page(session, job_id, owner_id + 1) is None
+
+
 def test_upsert_artifact_replaces_and_delete_forgets(sessions):
     job_id = new_job(sessions)
     for size in (10, 20):
@@ -124,7 +152,22 @@ def test_upsert_artifact_replaces_and_delete_forgets(sessions):
             )
     with session_scope(sessions) as session:
         (art,) = queries.list_artifacts(session, job_id, "checkpoint")
-        assert (art.size, art.epoch, art.tag) == (20, 20, "best")
+        assert (art.size, art.epoch, art.tag, art.meta) == (20, 20, "best", {})
+        queries.upsert_artifact(
+            session,
+            job_id,
+            kind="checkpoint",
+            name="best.pt",
+            path=f"{job_id}/best.pt",
+            size=20,
+            sha256="0" * 64,
+            epoch=20,
+            tag="best",
+            meta={"monitor": "val_loss", "score": float("nan")},
+        )
+    with session_scope(sessions) as session:
+        (art,) = queries.list_artifacts(session, job_id, "checkpoint")
+        assert art.meta == {"monitor": "val_loss", "score": None}
         assert queries.find_artifact(session, job_id, kind="checkpoint", tag="best").id == art.id
         queries.delete_artifact(session, job_id, "best.pt")
     with sessions() as session:

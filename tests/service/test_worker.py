@@ -9,6 +9,7 @@ seconds. `tests/test_e2e.py` runs the real core through a real Celery worker.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import textwrap
@@ -18,17 +19,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.report import ArtifactEvent, MetricsRecord
 from store import queries
 from store.db import session_scope
 from store.keys import get_or_create_owner
-from store.models import Artifact, Job, Metric, utcnow
+from store.models import Artifact, Job, Metric, MetricStep, utcnow
 from store.settings import Settings
 from tests.support.e2e import wait_for
+from worker import runner as worker_runner
 from worker.recovery import requeue_orphans
 from worker.runner import LOST, REQUEUED, RunnerOptions, WorkerContext, run_job
 from worker.tail import JsonlTail
@@ -315,18 +321,34 @@ def test_worker_shutdown_requeues_and_the_next_attempt_resumes(
 
 
 def test_orphan_sweep_requeues_a_silent_job_and_its_old_worker_stops(
-    settings: Settings, sessions: sessionmaker[Session], script: Path
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    script: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The worker's heartbeats pass through a lock the test holds while the worker is to look
+    # silent: a beat landing between the backdating and the sweep would (rightly) keep the job.
+    beats = threading.Lock()
+    beat = worker_runner._Run._heartbeat
+
+    def gated(self: worker_runner._Run) -> bool:
+        with beats:
+            return beat(self)
+
+    monkeypatch.setattr(worker_runner._Run, "_heartbeat", gated)
     job_id = new_job(sessions)
     run = start_hanging_run(settings, sessions, script, job_id)
     thread, result, pids = run.thread, run.result, run.pids
     dispatched: list[str] = []
     assert requeue_orphans(sessions, dispatched.append, stale_after=60) == []  # still beating
-    with session_scope(sessions) as session:  # as if its worker went silent two minutes ago
-        session.execute(
-            update(Job).where(Job.id == job_id).values(updated_at=utcnow() - timedelta(minutes=2))
-        )
-    assert requeue_orphans(sessions, dispatched.append, stale_after=60) == [job_id]
+    with beats:
+        with session_scope(sessions) as session:  # as if its worker went silent 2 minutes ago
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(updated_at=utcnow() - timedelta(minutes=2))
+            )
+        assert requeue_orphans(sessions, dispatched.append, stale_after=60) == [job_id]
     assert dispatched == [job_id]
     assert job_row(sessions, job_id).status == "queued"
     thread.join(15)  # the old worker sees the job is no longer its own and stops the run
@@ -416,3 +438,182 @@ def test_a_failing_worker_stops_the_run_and_fails_the_job(
     job = job_row(sessions, job_id)
     assert job.error == "worker error: ConnectionError: database went away"
     assert_all_gone(run_pids(settings.artifact_root / job_id))
+
+
+# --- the run contract: typed events ---------------------------------------------------------
+
+REPLAY = textwrap.dedent(
+    """
+    import shutil, sys
+    from pathlib import Path
+    # A run that reports what `src` holds: its .jsonl lines appended, its other files copied.
+    src, out = Path(sys.argv[1]), Path(sys.argv[2])
+    for path in sorted(src.rglob("*")):
+        target = out / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.suffix == ".jsonl":
+            with target.open("a") as f:
+                f.write(path.read_text())
+        else:
+            shutil.copyfile(path, target)
+    """
+)
+BAD_METRIC_LINES = [
+    "not json",
+    "[1, 2]",
+    '{"v": 2, "epoch": 1, "loss": 1.0}',  # a version this reader does not know
+    '{"step": 3, "loss": 1.0}',  # no epoch
+    '{"granularity": "batch", "epoch": 1, "step": 1}',
+    '{"granularity": "step", "epoch": 1, "step": -5, "loss": 1.0}',
+    '{"granularity": "step", "epoch": 1, "step": 99999999999, "loss": 1.0}',
+]
+BAD_ARTIFACT_LINES = [
+    '{"event": "moved", "path": "x.pt"}',
+    '{"event": "created", "kind": "file"}',  # no path
+    '{"event": "created", "path": "x.pt", "size": "big"}',
+    '{"event": "created", "path": "x.pt", "tag": "a-tag-longer-than-the-column"}',
+    '{"event": "created", "path": "x.pt", "meta": [1]}',
+]
+
+
+def replay_run(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path, job_id: str
+) -> str | None:
+    """`run_job` with a training command that reports what `tmp_path/src` holds."""
+    script = tmp_path / "replay.py"
+    script.write_text(REPLAY)
+
+    def command(spec: Path, out: Path, devices: int, resume: bool) -> list[str]:
+        return [sys.executable, str(script), str(tmp_path / "src"), str(out)]
+
+    options = RunnerOptions(poll_seconds=0.05, heartbeat_seconds=0.2)
+    return run_job(job_id, WorkerContext(settings, sessions, options, command=command))
+
+
+def write_run(src: Path, metrics: list[str], artifacts: list[str]) -> None:
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "metrics.jsonl").write_text("".join(f"{line}\n" for line in metrics))
+    (src / "artifacts.jsonl").write_text("".join(f"{line}\n" for line in artifacts))
+
+
+def test_typed_events_become_epoch_step_and_artifact_rows_and_bad_lines_are_skipped(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nan = float("nan")
+    metrics = [
+        MetricsRecord(0, 2, {"train_loss": 2.0, "lr": 0.1}, "step").to_json(),
+        MetricsRecord(1, 4, {"train_loss": 1.0, "grad_norm": nan}, "step").to_json(),
+        MetricsRecord(1, 4, {"train_loss": 1.0, "val_loss": nan}).to_json(),
+        *BAD_METRIC_LINES,
+        '{"epoch": 2, "step": 8, "train_loss": 0.5}',  # an older run's line: no v, no granularity
+        MetricsRecord(2, 6, {"train_loss": 0.7}, "step").to_json(),
+    ]
+    emb_meta = {"shape": [3, 2], "dtype": "float32", "ids": "node_ids.csv"}
+    best = ArtifactEvent("created", "checkpoint", "checkpoints/best.pt", 5, epoch=2, tag="best")
+    artifacts = [
+        ArtifactEvent("created", "embeddings", "embeddings.npy", 80, "ab", meta=emb_meta).to_json(),
+        *BAD_ARTIFACT_LINES,
+        best.to_json(),
+        ArtifactEvent("created", "weird", "other.bin").to_json(),  # unknown kind: kept, warned
+    ]
+    write_run(tmp_path / "src", metrics, artifacts)
+    job_id = new_job(sessions)
+
+    with caplog.at_level(logging.WARNING, logger="worker.runner"):
+        assert replay_run(settings, sessions, tmp_path, job_id) == "succeeded"
+
+    with sessions() as session:
+        epochs = session.execute(
+            select(Metric.epoch, Metric.values)
+            .where(Metric.job_id == job_id)
+            .order_by(Metric.epoch)
+        ).all()
+        steps = session.execute(
+            select(MetricStep.attempt, MetricStep.step, MetricStep.epoch, MetricStep.values)
+            .where(MetricStep.job_id == job_id)
+            .order_by(MetricStep.step)
+        ).all()
+        rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all()
+    assert [tuple(r) for r in epochs] == [
+        (1, {"step": 4, "train_loss": 1.0, "val_loss": None}),
+        (2, {"step": 8, "train_loss": 0.5}),
+    ]
+    assert [tuple(r) for r in steps] == [
+        (1, 2, 0, {"train_loss": 2.0, "lr": 0.1}),
+        (1, 4, 1, {"train_loss": 1.0, "grad_norm": None}),
+        (1, 6, 2, {"train_loss": 0.7}),
+    ]
+    assert {a.name: (a.kind, a.meta, a.tag) for a in rows} == {
+        "embeddings.npy": ("embeddings", emb_meta, None),
+        "checkpoints/best.pt": ("checkpoint", {}, "best"),
+        "other.bin": ("weird", {}, None),
+    }
+    skipped = [r.getMessage() for r in caplog.records if "skipping a bad" in r.getMessage()]
+    assert len(skipped) == len(BAD_METRIC_LINES) + len(BAD_ARTIFACT_LINES), skipped
+    assert any("'weird'" in r.getMessage() for r in caplog.records)
+
+
+def test_an_embeddings_csv_is_keyed_through_the_events_meta(
+    service_settings: Settings,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    client: TestClient,
+    auth: dict[str, str],
+) -> None:
+    """A run reports embeddings and the ids keying them by names the service does not know;
+    the API's CSV takes its ids from the artifact the embeddings' `meta.ids` names."""
+    src = tmp_path / "src"
+    (src / "out").mkdir(parents=True)
+    emb = np.arange(6, dtype=np.float32).reshape(3, 2)  # [sites, dim]
+    np.save(src / "out" / "vectors.npy", emb)
+    (src / "out" / "keys.csv").write_text("row,site_id\n0,s-17\n1,s-4\n2,s-9\n")
+    metrics = [MetricsRecord(1, 1, {"train_loss": float("inf")}).to_json()]
+    emb_meta = {"shape": [3, 2], "dtype": "float32", "ids": "out/keys.csv"}
+    ids_meta = {"id_column": "site_id", "of": "out/vectors.npy"}
+    events = [
+        ArtifactEvent("created", "embeddings", "out/vectors.npy", meta=emb_meta),
+        ArtifactEvent("created", "ids", "out/keys.csv", meta=ids_meta),
+    ]
+    write_run(src, metrics, [event.to_json() for event in events])
+    job_id = new_job(sessions)  # alice's, whose key `auth` holds
+    assert replay_run(service_settings, sessions, tmp_path, job_id) == "succeeded"
+
+    text = client.get(f"/jobs/{job_id}/embeddings?format=csv", headers=auth).text
+    assert text.splitlines() == ["site_id,dim_0,dim_1", "s-17,0,1", "s-4,2,3", "s-9,4,5"]
+    body = json.loads(client.get(f"/jobs/{job_id}/metrics", headers=auth).text)
+    assert body["data"] == [{"epoch": 1, "values": {"step": 1, "train_loss": None}}]
+
+
+def test_runner_options_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    variables = {
+        "TRAINCTL_POLL_SECONDS": "0.5",
+        "TRAINCTL_HEARTBEAT_SECONDS": "1",
+        "TRAINCTL_CANCEL_GRACE_SECONDS": "3",
+        "TRAINCTL_STALE_AFTER_SECONDS": "10",
+    }
+    for name in variables:
+        monkeypatch.delenv(name, raising=False)
+    assert RunnerOptions.from_settings(Settings()) == RunnerOptions()
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert RunnerOptions.from_settings(Settings()) == RunnerOptions(0.5, 1.0, 3.0, 10.0)
+    monkeypatch.setenv("TRAINCTL_POLL_SECONDS", "0")
+    with pytest.raises(ValidationError, match="TRAINCTL_POLL_SECONDS"):
+        Settings()
+
+
+def test_the_worker_consumes_the_task_the_api_sends(tmp_path: Path) -> None:
+    """One task name and one set of broker settings (`store.broker`) for both sides."""
+    from store.broker import TASK_NAME
+    from worker.app import make_celery
+    from worker.tasks import run_job_task
+
+    settings = Settings(TRAINCTL_HOME=str(tmp_path), TRAINCTL_QUEUE="q1")
+    app = make_celery(settings)
+    assert run_job_task.name == TASK_NAME
+    assert app.conf.task_routes == {TASK_NAME: {"queue": "q1"}}
+    assert "worker.tasks" in app.conf.include

@@ -63,10 +63,23 @@ class GraphInputs:
     num_classes: int | None = None
 
 
+class SingleRowBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d that normalises a batch of one row with its running statistics instead of
+    failing (a training batch of one single-node graph), like PyG's
+    `BatchNorm(allow_single_element=True)`; its state dict is BatchNorm1d's."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.size(0) == 1 and self.track_running_stats:
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 def _raw_norm(kind: str, width: int) -> nn.Module:
     """The norm applied to raw positional encodings (GraphGPS `raw_norm_type`)."""
     if kind == "batch_norm":
-        return nn.BatchNorm1d(width)
+        return SingleRowBatchNorm1d(width)
     if kind == "layer_norm":
         return nn.LayerNorm(width)
     return nn.Identity()
@@ -152,6 +165,8 @@ class GPSModel(nn.Module):
                 attn_type=attn_type,
                 attn_kwargs={"dropout": attn_dropout},
                 norm=None if norm == "none" else norm,
+                # a batch of one node (one single-node graph) must not stop training
+                norm_kwargs={"allow_single_element": True} if norm == "batch_norm" else None,
             )
             for _ in range(layers)
         )

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from core import distributed as D
+from core.data.errors import DataError
 from core.data.graphset import GraphSet
 from core.data.links import corrupt_tails, split_target_edges
 from core.data.pe import add_positional_encodings, flip_laplacian_signs, pe_attr
@@ -81,6 +82,7 @@ class GraphTransformerTask(Task):
             if isinstance(pe, LaplacianPE) and pe.random_sign_flip
         ]
         self._eval_cache: dict[str, list[Any]] = {}
+        self.data_warnings: list[str] = []
 
     # --- data and model -------------------------------------------------------------------------
 
@@ -97,9 +99,35 @@ class GraphTransformerTask(Task):
                 f"{graphs.num_classes} classes: use task graph_classification"
             )
 
+    def _missing_targets(self, graphs: GraphSet) -> GraphSet:
+        """Refuse or drop (`data.missing_targets`) graphs whose regression target is NaN."""
+        if graphs.y.is_floating_point():
+            missing = torch.isnan(graphs.y.view(graphs.num_graphs, -1)).any(1)
+        else:
+            missing = torch.zeros(graphs.num_graphs, dtype=torch.bool)
+        if not bool(missing.any()):
+            return graphs
+        ids = graphs.graph_ids[missing].tolist()
+        shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+        source = getattr(self.spec.data, "path", None) or getattr(self.spec.data, "name", "")
+        if getattr(self.spec.data, "missing_targets", "error") == "error":
+            raise DataError(
+                str(source),
+                f"{len(ids)} graph(s) have no target (NaN): graph ids {shown}. Fix the targets, "
+                "or set data.missing_targets: drop to leave those graphs out",
+            )
+        self.data_warnings.append(
+            f"{source}: left out {len(ids)} graph(s) without a target: {shown}"
+        )
+        log.warning("%s", self.data_warnings[-1])
+        return graphs.select(torch.nonzero(~missing).view(-1))
+
+    def summary(self) -> dict[str, Any]:
+        return {"data_warnings": list(self.data_warnings)}
+
     def setup_data(self) -> None:
         spec = self.spec
-        graphs = load_graph_set(spec)
+        graphs = self._missing_targets(load_graph_set(spec))
         self._check_targets(graphs)
         self.graphs = graphs
         self.num_classes = graphs.num_classes

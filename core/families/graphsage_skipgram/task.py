@@ -10,12 +10,14 @@ import csv
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_torch_csr_tensor
 
+from core.data.errors import DataError
 from core.data.graphs import NodeGraph, load_graph
 from core.distributed import RankBatches
 from core.families.graphsage_skipgram.model import GraphSAGE
@@ -29,7 +31,7 @@ from core.families.graphsage_skipgram.walks import (
     random_walks,
     window_pairs,
 )
-from core.probe import probe_accuracy
+from core.probe import probe_accuracy, probe_problem
 from core.spec.data import EdgeListData
 from core.task import Output, RunContext, Task, embeddings_outputs
 
@@ -88,6 +90,7 @@ class GraphSageSkipGramTask(Task):
                 int(pairs.size(0) * spec.validation.val_fraction), spec.validation.max_val_pairs
             )
             val_pairs, train_pairs = pairs[:n_val], pairs[n_val:]
+            self._check_pairs(train_pairs.size(0))
             self.batcher: PairBatcher | StreamingPairBatcher = PairBatcher(
                 train_pairs,
                 sampler,
@@ -105,6 +108,7 @@ class GraphSageSkipGramTask(Task):
                 int(pairs.size(0) * spec.validation.val_fraction) or pairs.size(0),
                 spec.validation.max_val_pairs,
             )
+            self._check_pairs(pairs.size(0))
             val_pairs = pairs[torch.randperm(pairs.size(0), generator=gen, device=device)[:n_val]]
             self.batcher = StreamingPairBatcher(
                 csr,
@@ -120,6 +124,21 @@ class GraphSageSkipGramTask(Task):
         if spec.validation.val_fraction > 0 and val_pairs.size(0) > 0:
             negatives = sampler.sample((val_pairs.size(0), spec.negatives.per_positive), gen)
             self.val_batch = PairBatch(val_pairs[:, 0], val_pairs[:, 1], negatives)
+
+    def _check_pairs(self, count: int) -> None:
+        if count == 0:
+            assert self.graph is not None
+            source = getattr(self.spec.data, "path", None) or self.spec.data.format
+            raise DataError(
+                source,
+                f"no training pairs: the random walks over {self.graph.num_nodes} node(s) never "
+                "reach a second node (the graph has no edges between distinct nodes, e.g. only "
+                "self-loops). Give the edge list edges between different nodes, or check that "
+                "data.src_column / data.dst_column name the right columns",
+            )
+
+    def summary(self) -> dict[str, Any]:
+        return {"data_warnings": list(self.graph.warnings)} if self.graph else {}
 
     def build_model(self) -> nn.Module:
         graph = self.graph
@@ -166,12 +185,15 @@ class GraphSageSkipGramTask(Task):
 
     def _has_labels(self) -> bool:
         g = self.graph
-        return (
-            self.spec.probe.enabled
-            and g is not None
-            and g.y is not None
-            and all(k in g.masks for k in ("train", "val", "test"))
-        )
+        if not self.spec.probe.enabled or g is None or g.y is None:
+            return False
+        if not hasattr(self, "_probe_ok"):
+            problem = probe_problem(g.y, g.masks)
+            if problem:  # training goes on without the probe; the summary says why
+                g.warnings.append(f"probe disabled: {problem}")
+                log.warning("probe disabled: %s", problem)
+            self._probe_ok = problem is None
+        return self._probe_ok
 
     def metric_names(self) -> set[str]:
         names = {"val_loss"} if self.spec.validation.val_fraction > 0 else set()
