@@ -19,13 +19,21 @@ log = logging.getLogger("core.run")
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint to resume a run directory from: `checkpoints/last.pt`, else the newest."""
+    """The checkpoint to resume a run directory from: `checkpoints/last.pt`, else the newest
+    other one; a checkpoint that fails its digest check is skipped with a warning (the next
+    newest that verifies is used)."""
+    from core.checkpoint import CheckpointCorrupt, verify_checkpoint
+
     ckpts = run_dir / "checkpoints"
-    last = ckpts / "last.pt"
-    if last.exists():
-        return last
-    found = sorted(ckpts.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    found = sorted(ckpts.glob("*.pt"), key=lambda p: (p.name == "last.pt", p.stat().st_mtime))
+    for path in reversed(found):
+        try:
+            verify_checkpoint(path)
+        except CheckpointCorrupt as exc:
+            log.warning("not resuming from a corrupt checkpoint: %s", exc)
+            continue
+        return path
+    return None
 
 
 def train(

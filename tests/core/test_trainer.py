@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,45 @@ def test_python_api_for_notebooks(tmp_path):
     assert not torch.equal(before, trainer.predict()["embeddings"])
     trainer.load_checkpoint(tmp_path / "a.pt", weights_only=True)
     torch.testing.assert_close(trainer.predict()["embeddings"], before)
+
+
+def test_a_kill_between_file_and_digest_leaves_a_checkpoint_that_verifies(tmp_path, monkeypatch):
+    from core import checkpoint as C
+
+    path = tmp_path / "last.pt"
+    C.save_checkpoint({"epoch": 1}, path)
+    writes: list[Path] = []
+    real = C.atomic_write_bytes
+
+    def dies_after(n: int):
+        def write(target: Path, data: bytes) -> str:
+            if len(writes) == n:
+                raise KeyboardInterrupt("killed")
+            writes.append(target)
+            return real(target, data)
+
+        return write
+
+    for n in (1, 2):  # killed after the two-digest sidecar, and after the rename
+        writes.clear()
+        monkeypatch.setattr(C, "atomic_write_bytes", dies_after(n))
+        with pytest.raises(KeyboardInterrupt):
+            C.save_checkpoint({"epoch": 1 + n}, path)
+        monkeypatch.setattr(C, "atomic_write_bytes", real)
+        assert C.load_checkpoint(path)["epoch"] == (1 if n == 1 else 3)
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, caplog):
+    from core.checkpoint import save_checkpoint
+    from core.run import find_resume_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    save_checkpoint({"epoch": 2}, ckpts / "epoch-0002.pt")
+    save_checkpoint({"epoch": 3}, ckpts / "last.pt")
+    assert find_resume_checkpoint(tmp_path) == ckpts / "last.pt"
+    data = bytearray((ckpts / "last.pt").read_bytes())
+    data[-1] ^= 0xFF
+    (ckpts / "last.pt").write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        assert find_resume_checkpoint(tmp_path) == ckpts / "epoch-0002.pt"
+    assert "not resuming from a corrupt checkpoint: last.pt" in caplog.text
