@@ -1,4 +1,9 @@
-"""Datasets: upload an edge list or feature file, list the uploads."""
+"""Datasets: upload an edge list or feature file, list the uploads.
+
+With the form field `format=edge_list` (and optionally `header`, `comment`, `src_column`,
+`dst_column`, `delimiter`, as in a spec's `data` section) the file is checked by the same
+reader training uses (`core.data.edges`, torch-free) before anything is stored: a bad file is a
+422 naming the file, line and column."""
 
 from __future__ import annotations
 
@@ -65,9 +70,55 @@ async def upload_dataset(
                     }
                 ],
             )
+        await run_in_threadpool(_validate, upload)
         return await run_in_threadpool(_register, session, settings, owner, name, upload)
     finally:
         upload.tmp_path.unlink(missing_ok=True)
+
+
+VALIDATED_FORMATS = ("edge_list",)
+_EDGE_LIST_FIELDS = ("header", "comment", "src_column", "dst_column", "delimiter")
+
+
+def _validate(upload: Upload) -> None:
+    """Check the file as the form's `format` says (nothing to check without one); 422 with the
+    reader's message (file, line, column, allowed values) when it cannot be used."""
+    kind = upload.fields.get("format")
+    if kind is None:
+        return
+    if kind not in VALIDATED_FORMATS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": "format",
+                    "msg": f"unknown format {kind!r}; allowed: {', '.join(VALIDATED_FORMATS)}",
+                }
+            ],
+        )
+    from pydantic import ValidationError
+
+    from core.data.edges import read_edges
+    from core.data.errors import DataError, DataWarnings
+    from core.spec.data import EdgeListData
+
+    shown = safe_filename(upload.filename)
+    options = {k: upload.fields[k] for k in _EDGE_LIST_FIELDS if k in upload.fields}
+    if options.get("header") in ("true", "false"):
+        options["header"] = options["header"] == "true"  # type: ignore[assignment]
+    try:
+        spec = EdgeListData(format="edge_list", path=shown, **options)  # type: ignore[arg-type]
+        read_edges(spec, DataWarnings(), path=upload.tmp_path)
+    except ValidationError as exc:
+        detail = [
+            {"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail) from None
+    except DataError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[{"loc": "file", "msg": str(exc)}]
+        ) from None
 
 
 def _register(

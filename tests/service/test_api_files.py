@@ -458,3 +458,49 @@ def test_upload_without_a_file_is_422(client, auth):
     )
     assert response.status_code == 422
     assert "'file'" in response.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "content, fields, message",
+    [
+        (b"src,dst\na,b\nc\n", {}, "edges.csv, line 3: 1 column(s); an edge needs"),
+        (b"src,dst\na,\n", {}, "edges.csv, line 2, column 'dst': empty node id"),
+        (b"w,to\n1,b\n", {"src_column": "from"}, "no column 'from' (data.src_column)"),
+        (b"\xff\xfe\n", {}, "edges.csv: not UTF-8 text"),
+    ],
+)
+def test_an_edge_list_upload_is_checked_by_the_training_reader_and_nothing_is_stored(
+    client, auth, service_settings, content, fields, message
+):
+    response = client.post(
+        "/datasets",
+        data={"name": "g", "format": "edge_list", **fields},
+        files={"file": ("edges.csv", content)},
+        headers=auth,
+    )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == "file" and message in error["msg"]
+    assert files_under(service_settings.upload_root) == []
+    assert client.get("/datasets", headers=auth).json()["count"] == 0
+
+
+def test_a_valid_edge_list_upload_with_reader_options_is_stored(client, auth, service_settings):
+    response = client.post(
+        "/datasets",
+        data={"name": "g", "format": "edge_list", "comment": "#", "header": "true"},
+        files={"file": ("edges.csv", b"from,to\n# a note\nalice,#python\n")},
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    bad = client.post(
+        "/datasets",
+        data={"name": "h", "format": "parquet"},
+        files={"file": ("x.bin", b"1,2\n")},
+        headers=auth,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0] == {
+        "loc": "format",
+        "msg": "unknown format 'parquet'; allowed: edge_list",
+    }
