@@ -174,6 +174,9 @@ def load_edge_list(spec: EdgeListData) -> NodeGraph:
         y = torch.full((num_nodes,), -1, dtype=torch.long)
         y[torch.from_numpy(sorter[pos[found]])] = torch.from_numpy(classes).long()
         masks = _seeded_split(y)
+    isolated = num_nodes - int(torch.unique(edges).numel()) if edges.numel() else num_nodes
+    if isolated:
+        warnings.add(spec.path, f"{isolated} node(s) have no edge (isolated): no walk leaves them")
     log.info("loaded %s: %d nodes, %d edges", spec.path, num_nodes, edges.size(1))
     return NodeGraph(edges, num_nodes, x, node_ids, y, masks, warnings.items)
 

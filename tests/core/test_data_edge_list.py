@@ -110,3 +110,10 @@ def test_a_probe_without_enough_labels_is_skipped_with_the_reason(root, tmp_path
     stored = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert any("probe disabled: too few labelled nodes" in w for w in stored["data_warnings"])
     assert "probe_test_acc" not in stored["best_metrics"]
+
+
+def test_isolated_nodes_from_the_feature_file_are_a_warning(root):
+    (root / "g" / "f.csv").write_text("node,f1\na,1\nb,0\nlonely,1\n")
+    g = _load(root, "a,b\n", features_path="g/f.csv")
+    assert g.num_nodes == 3
+    assert g.warnings == ["g/edges.csv: 1 node(s) have no edge (isolated): no walk leaves them"]

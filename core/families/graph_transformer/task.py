@@ -141,6 +141,13 @@ class GraphTransformerTask(Task):
                 f"split(s) {empty} are empty with data.split {spec.data.split.model_dump()} "
                 f"and {graphs.num_graphs} graphs"
             )
+        if labels is not None:
+            for name, idx in self.index.items():
+                present = torch.unique(labels[idx]).numel()
+                if present < 2 and name != "train":
+                    note = f"the {name} split holds one class only ({idx.numel()} graphs)"
+                    self.data_warnings.append(note)
+                    log.warning("%s: accuracy there says little; check data.split", note)
         self.data = graphs.to_data_list()
 
     def build_model(self) -> nn.Module:
