@@ -1,12 +1,17 @@
-"""Reading a job spec from a request body (JSON or YAML)."""
+"""Reading a job spec from a request body (JSON or YAML).
+
+The body is read up to MAX_SPEC_BYTES, then parsed and validated in a worker thread, never on
+the event loop: a large or deeply nested body cannot delay another request. Nesting beyond
+`core.spec.MAX_SPEC_DEPTH` is refused before anything is built (a 422, fast)."""
 
 from __future__ import annotations
 
 import json
 
+import anyio
 from fastapi import HTTPException, Request, status
 
-from core.spec import BaseJobSpec, SpecError, load_spec
+from core.spec import BaseJobSpec, SpecError, check_depth, load_spec
 
 MAX_SPEC_BYTES = 1024 * 1024
 JSON_TYPES = frozenset({"application/json"})
@@ -31,14 +36,22 @@ async def read_spec(request: Request) -> BaseJobSpec:
                 status.HTTP_413_CONTENT_TOO_LARGE,
                 detail=f"spec too large; the limit is {MAX_SPEC_BYTES} bytes",
             )
-    if media_type in JSON_TYPES:
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise SpecError([{"loc": "", "msg": f"not valid JSON: {exc}"}]) from None
-        if not isinstance(data, dict):
-            raise SpecError(
-                [{"loc": "", "msg": f"a spec is a mapping of sections, got {type(data).__name__}"}]
-            )
-        return load_spec(data)
-    return load_spec(bytes(body))
+    return await anyio.to_thread.run_sync(parse_body, bytes(body), media_type in JSON_TYPES)
+
+
+def parse_body(body: bytes, is_json: bool) -> BaseJobSpec:
+    """The validated spec of a JSON or YAML body; SpecError (422) for anything else."""
+    if not is_json:
+        return load_spec(body)
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise SpecError([{"loc": "", "msg": "not valid JSON: nested too deeply"}]) from None
+    except ValueError as exc:
+        raise SpecError([{"loc": "", "msg": f"not valid JSON: {exc}"}]) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            [{"loc": "", "msg": f"a spec is a mapping of sections, got {type(data).__name__}"}]
+        )
+    check_depth(data)
+    return load_spec(data)

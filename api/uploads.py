@@ -11,12 +11,15 @@ from typing import BinaryIO
 
 import anyio
 from fastapi import HTTPException, Request, status
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FILE_FIELD = "file"
 MAX_FIELDS = 16
 MAX_FIELD_BYTES = 4096
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
+MAX_BOUNDARY = 70  # RFC 2046
+MAX_HEADER_BYTES = 8192  # one part header's name or value
 _FLUSH_BYTES = 1024 * 1024
 
 
@@ -53,6 +56,8 @@ async def receive_upload(request: Request, incoming_dir: Path, max_bytes: int) -
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             detail="send the dataset as multipart/form-data with a 'file' and a 'name' field",
         )
+    if len(params[b"boundary"]) > MAX_BOUNDARY:
+        raise bad_form(f"the multipart boundary is longer than {MAX_BOUNDARY} characters")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes + MULTIPART_OVERHEAD:
         raise too_large(max_bytes)
@@ -60,15 +65,18 @@ async def receive_upload(request: Request, incoming_dir: Path, max_bytes: int) -
     fd, tmp_name = tempfile.mkstemp(dir=incoming_dir, prefix="upload-", suffix=".part")
     tmp_path = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            receiver = _Receiver(out, max_bytes)
-            parser = MultipartParser(params[b"boundary"], receiver.callbacks())
-            async for chunk in request.stream():
-                parser.write(chunk)
-                if receiver.pending_bytes >= _FLUSH_BYTES:
-                    await anyio.to_thread.run_sync(receiver.flush)
-            parser.finalize()
-            await anyio.to_thread.run_sync(receiver.flush)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                receiver = _Receiver(out, max_bytes)
+                parser = MultipartParser(params[b"boundary"], receiver.callbacks())
+                async for chunk in request.stream():
+                    parser.write(chunk)
+                    if receiver.pending_bytes >= _FLUSH_BYTES:
+                        await anyio.to_thread.run_sync(receiver.flush)
+                parser.finalize()
+                await anyio.to_thread.run_sync(receiver.flush)
+        except MultipartParseError as exc:
+            raise bad_form(f"malformed multipart body: {exc}") from None
         if receiver.filename is None:
             raise bad_form(f"no file: send it in the form field {FILE_FIELD!r}")
         return Upload(
@@ -120,9 +128,13 @@ class _Receiver:
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header += data[start:end]
+        if len(self._header) > MAX_HEADER_BYTES:
+            raise bad_form(f"a part header name is longer than {MAX_HEADER_BYTES} bytes")
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._value += data[start:end]
+        if len(self._value) > MAX_HEADER_BYTES:
+            raise bad_form(f"a part header value is longer than {MAX_HEADER_BYTES} bytes")
 
     def on_header_end(self) -> None:
         if self._header.lower() == b"content-disposition":

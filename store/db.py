@@ -57,6 +57,9 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_size", POOL_SIZE)
         kwargs.setdefault("max_overflow", MAX_OVERFLOW)
         kwargs.setdefault("pool_recycle", 1800)
+        # A pooled connection that died with a database restart is replaced before use, so
+        # the first request after a restart does not fail.
+        kwargs.setdefault("pool_pre_ping", True)
     return create_engine(sa_url, **kwargs)
 
 

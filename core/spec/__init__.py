@@ -66,15 +66,85 @@ class SpecError(ValueError):
         super().__init__("invalid spec:\n  " + "\n  ".join(lines))
 
 
+# Deeper than any spec needs (the deepest section is a few levels): refused before it is
+# built, so a small hostile text cannot cost seconds of parsing or a RecursionError.
+MAX_SPEC_DEPTH = 32
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where it is built in
+
+
+def _check_events(text: str | bytes) -> None:
+    """Scan the YAML event stream once, before anything is built: no aliases, no tags (a tag
+    such as `!pyobject` names Python, which a spec never does), at most MAX_SPEC_DEPTH levels.
+    Errors name the field (`model.encoder.0.layer`) and the line."""
+    stack: list[list[Any]] = []  # per open collection: [is_mapping, key or index, awaiting key]
+
+    def refuse(event: Any, msg: str) -> None:
+        path = ".".join(str(frame[1]) for frame in stack if frame[1] is not None)
+        raise SpecError([{"loc": path, "msg": f"line {event.start_mark.line + 1}: {msg}"}])
+
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        if not isinstance(event, yaml.NodeEvent):
+            if isinstance(event, yaml.CollectionEndEvent):
+                stack.pop()
+                if stack and stack[-1][0]:
+                    stack[-1][2] = True  # the mapping's value ended: a key comes next
+            continue
+        top = stack[-1] if stack else None
+        is_key = top is not None and top[0] and top[2]
+        if top is not None and not top[0]:
+            top[1] += 1  # the next item of a sequence
+        if isinstance(event, yaml.AliasEvent):
+            refuse(event, "YAML anchors and aliases are not allowed")
+        implicit = getattr(event, "implicit", True)
+        implicit = implicit[0] or implicit[1] if isinstance(implicit, tuple) else implicit
+        if event.tag and not implicit:
+            refuse(
+                event,
+                f"YAML tag {event.tag!r} is not allowed: a spec names components by their "
+                "registry names, never Python objects",
+            )
+        if is_key:
+            assert top is not None
+            top[1], top[2] = getattr(event, "value", "?"), False
+            if not isinstance(event, yaml.ScalarEvent):
+                refuse(event, "a key must be a plain name")
+            continue
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_SPEC_DEPTH:
+                refuse(event, f"nested deeper than {MAX_SPEC_DEPTH} levels; a spec is a few")
+            is_mapping = isinstance(event, yaml.MappingStartEvent)
+            stack.append([is_mapping, None if is_mapping else -1, True])
+        elif top is not None and top[0]:
+            top[2] = True  # a scalar value: a key comes next
+
+
+def check_depth(data: Any, limit: int = MAX_SPEC_DEPTH) -> None:
+    """Raise SpecError if `data` (parsed JSON) nests deeper than `limit` (iteratively: a deep
+    object cannot exhaust the stack here)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                raise SpecError(
+                    [{"loc": "", "msg": f"nested deeper than {limit} levels; a spec is a few "
+                      "levels deep"}]
+                )  # fmt: skip
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+
+
 def parse_spec_text(text: str | bytes) -> dict[str, Any]:
-    """Parse YAML or JSON (JSON is YAML) with `yaml.safe_load`: no tags, no Python objects,
-    and no anchors or aliases (a small text could otherwise expand exponentially)."""
+    """Parse YAML or JSON (JSON is YAML) safely: no tags, no Python objects, no anchors or
+    aliases (a small text could otherwise expand exponentially), at most MAX_SPEC_DEPTH levels
+    (checked on the event stream before anything is built)."""
     try:
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
-            raise SpecError([{"loc": "", "msg": "YAML anchors and aliases are not allowed"}])
-        data = yaml.safe_load(text)
+        _check_events(text)
+        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise SpecError([{"loc": "", "msg": f"not valid YAML or JSON: {exc}"}]) from None
+    except RecursionError:
+        raise SpecError([{"loc": "", "msg": "nested too deeply"}]) from None
     if not isinstance(data, dict):
         raise SpecError(
             [{"loc": "", "msg": f"a spec is a mapping of sections, got {type(data).__name__}"}]
@@ -224,6 +294,7 @@ def load_spec(
     elif isinstance(source, str | bytes):
         data = parse_spec_text(source)
     else:
+        check_depth(source)
         data = dict(source)
     data = apply_overrides(data, overrides)
     if "family" not in data:
