@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from store.broker import TASK_NAME, make_celery
+from store.broker import TASK_NAME, broker_reachable, make_celery
 from store.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,9 +36,15 @@ class CeleryDispatcher:
             args=[job_id],
             queue=self.settings.queue,
             retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
+            # With the transport's socket timeouts (`store.broker`), a broker that never
+            # answers fails this call in about 2 x TRAINCTL_BROKER_TIMEOUT_SECONDS.
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
         )
         log.info("queued job %s on %r", job_id, self.settings.queue)
+
+    def ready(self) -> str | None:
+        """None when the broker answers in time, else why not (for /readyz)."""
+        return broker_reachable(self._app(), self.settings.broker_timeout_seconds)
 
     def _app(self) -> Celery:
         with self._lock:

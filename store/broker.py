@@ -43,7 +43,16 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     """Kombu transport options: Redis's visibility timeout, or the embedded broker's folders
     (created here, since the sender and the consumer both need them)."""
     if settings.broker:
-        return {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
+        timeout = settings.broker_timeout_seconds
+        return {
+            "visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S,
+            # Every socket operation is bounded: a broker that accepts a connection and never
+            # answers fails the call instead of hanging a thread for ever. (Kombu's blocking
+            # reads poll for 1 s at a time, well within this.)
+            "socket_timeout": max(timeout, 2.0),
+            "socket_connect_timeout": timeout,
+            "socket_keepalive": True,
+        }
     folder = embedded_broker_dir(settings)
     for sub in ("queue", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -76,8 +85,21 @@ def make_celery(settings: Settings | None = None, *, include: Sequence[str] = ()
         task_routes={TASK_NAME: {"queue": settings.queue}},
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=settings.broker_timeout_seconds,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         enable_utc=True,
     )
     return app
+
+
+def broker_reachable(app: Celery, timeout: float) -> str | None:
+    """None when the broker answers within `timeout` seconds, else why not (for /readyz)."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+            if conn.transport.driver_type == "redis":
+                conn.default_channel.client.ping()
+    except Exception as exc:  # any transport error means: not ready
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
         description="threads per API process for blocking work (database, files); few threads "
         "contend less for the GIL than anyio's default 40",
     )
+    broker_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        le=300,
+        alias="TRAINCTL_BROKER_TIMEOUT_SECONDS",
+        description="connect and send timeout of every broker call: a broker that accepts "
+        "connections but never answers makes POST /jobs a 503 within a few of these",
+    )
     stream_poll_seconds: float = Field(
         default=0.5,
         gt=0,

@@ -24,7 +24,8 @@ async def healthz() -> Health:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Health:
-    """The database is reachable and at the newest migration; 503 otherwise."""
+    """The database is reachable and at the newest migration, and the broker answers; 503
+    otherwise (the reason in the log; the response says which part is not ready)."""
     head = request.app.state.head_revision
 
     def read_revision() -> str | None:
@@ -41,4 +42,10 @@ async def readyz(request: Request) -> Health:
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"database not migrated (at {revision}, expected {head})",
         )
+    ready = getattr(request.app.state.dispatch, "ready", None)
+    if ready is not None:
+        problem = await run_in_threadpool(ready)
+        if problem is not None:
+            log.warning("readiness: broker unreachable: %s", problem)
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "job queue unreachable")
     return Health(status="ready", revision=revision)
