@@ -3,29 +3,10 @@ batch, and only rank 0 writes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import torch
-import yaml
 
 from core.checkpoint import load_checkpoint
-from core.launch import training_command
-from tests.support.specs import metric_rows, tiny_cora
-
-
-def _run(spec: dict, run_dir, devices: int) -> None:
-    spec_path = run_dir.with_suffix(".yaml")
-    spec_path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        training_command(spec_path, run_dir, devices),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+from tests.support.specs import metric_rows, tiny_cora, torchrun
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
@@ -36,8 +17,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     )
     one = {**spec, "resources": {"devices": 1}}
     two = {**spec, "resources": {"devices": 2}}
-    _run(one, tmp_path / "one", 1)
-    _run(two, tmp_path / "two", 2)
+    torchrun(one, tmp_path / "one", 1)
+    torchrun(two, tmp_path / "two", 2)
     a = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
     assert a["global_step"] == b["global_step"] > 0

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,12 @@ import yaml
 
 from core.checkpoint import load_checkpoint, sha256_file
 from core.families import FAMILY_PACKAGES, families
-from core.launch import training_command
 from core.report import ARTIFACT_KINDS, parse_artifact_line, parse_metrics_line
 from core.run import main as run_main
 from core.run import train
 from core.spec import load_spec
 from tests.support.contract import CONTRACT_SPECS, contract_spec
-from tests.support.specs import stopped_and_resumed
+from tests.support.specs import stopped_and_resumed, torchrun
 
 FAMILIES = sorted(families())
 FAMILIES_DIR = Path(__file__).resolve().parents[2] / "core" / "families"
@@ -145,25 +142,11 @@ def test_resume_equals_the_uninterrupted_run(family, tmp_path, gt_env, one_threa
         torch.testing.assert_close(sa["model"][key], sb["model"][key], rtol=1e-4, atol=1e-6)
 
 
-def _torchrun(spec: dict[str, Any], run: Path, devices: int) -> None:
-    spec_path = run.with_suffix(".yaml")
-    spec_path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        training_command(spec_path, run, devices),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_two_gloo_ranks_train_like_one_process(family, tmp_path, gt_env):
     spec = contract_spec(family, epochs=2)
-    _torchrun({**spec, "resources": {"devices": 1}}, tmp_path / "one", 1)
-    _torchrun({**spec, "resources": {"devices": 2}}, tmp_path / "two", 2)
+    torchrun({**spec, "resources": {"devices": 1}}, tmp_path / "one", 1)
+    torchrun({**spec, "resources": {"devices": 2}}, tmp_path / "two", 2)
     a = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
     assert a["global_step"] == b["global_step"] > 0

@@ -42,3 +42,26 @@ def stopped_and_resumed(spec: dict[str, Any], tmp_path: Path) -> tuple[Path, Pat
     train(load_spec(spec, ["training.epochs=2"]), part)
     train(load_spec(spec), part, resume=str(part / "checkpoints" / "epoch-0002.pt"))
     return full, part
+
+
+def torchrun(spec: dict[str, Any], run_dir: Path, devices: int) -> None:
+    """Train `spec` into `run_dir` as the worker does: `devices` processes under
+    `torch.distributed.run` (gloo on CPU), one intra-op thread each; assert it succeeded."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from core.launch import training_command
+
+    spec_path = run_dir.with_suffix(".yaml")
+    spec_path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        training_command(spec_path, run_dir, devices),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
