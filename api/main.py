@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 
 from api.dispatch import CeleryDispatcher, Dispatcher
-from api.routes import datasets, files, health, jobs
+from api.embeddings import IndexCache
+from api.routes import datasets, embeddings, files, health, jobs
 from core.spec import SpecError
 from store.db import make_engine, session_factory
 from store.migrate import head_revision, upgrade_head
@@ -61,12 +62,13 @@ def create_app(
     app.state.session_factory = session_factory(engine)
     app.state.dispatch = dispatch or CeleryDispatcher(settings)
     app.state.head_revision = head_revision()
+    app.state.embedding_indexes = IndexCache()
 
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(RequestValidationError, _request_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DataError, _bad_value)
-    for module in (health, jobs, files, datasets):
+    for module in (health, jobs, files, embeddings, datasets):
         app.include_router(module.router)
     return app
 

@@ -1,0 +1,131 @@
+"""Embeddings as a service: neighbours of a row or of vectors (exact, against a brute-force
+reference), every bad query a 4xx naming its field, owner isolation, and run comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from api.embeddings import EmbeddingIndex, linear_cka
+from tests.service.test_api import submit
+from tests.service.test_api_files import record, save_npy
+
+
+def _job_with_embeddings(client, auth, sessions, settings, emb: np.ndarray, prefix: str = "n"):
+    job_id = submit(client, auth)
+    ids = "row,node_id\n" + "".join(f"{i},{prefix}{i}\n" for i in range(emb.shape[0]))
+    record(sessions, settings, job_id, "emb.npy", save_npy(emb), kind="embeddings",
+           meta={"shape": list(emb.shape), "dtype": "float32", "ids": "ids.csv"})  # fmt: skip
+    record(sessions, settings, job_id, "ids.csv", ids.encode(), kind="ids",
+           meta={"id_column": "node_id"})  # fmt: skip
+    return job_id
+
+
+@pytest.fixture
+def emb() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+
+
+def _reference(emb: np.ndarray, query: np.ndarray, k: int, skip: int | None = None) -> list[int]:
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    scores = unit @ (query / np.linalg.norm(query))
+    if skip is not None:
+        scores[skip] = -np.inf
+    return list(np.argsort(-scores)[:k])
+
+
+def test_neighbours_of_a_row_match_brute_force(client, auth, sessions, service_settings, emb):
+    job_id = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    response = client.get(
+        f"/jobs/{job_id}/embeddings/neighbors", params={"id": "n7", "k": 10}, headers=auth
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["query"] == "n7" and body["metric"] == "cosine"
+    assert [n["row"] for n in body["data"]] == _reference(emb, emb[7], 10, skip=7)
+    assert [n["id"] for n in body["data"]] == [f"n{n['row']}" for n in body["data"]]
+    scores = [n["score"] for n in body["data"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] <= 1.0
+
+
+def test_neighbours_of_vectors_cosine_and_dot(client, auth, sessions, service_settings, emb):
+    job_id = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    queries = emb[:3] + 0.01
+    url = f"/jobs/{job_id}/embeddings/neighbors"
+    body = client.post(url, json={"vectors": queries.tolist(), "k": 5}, headers=auth).json()
+    assert [[n["row"] for n in hits] for hits in body["data"]] == [
+        _reference(emb, q, 5) for q in queries
+    ]
+    dot = client.post(url, json={"vector": queries[0].tolist(), "k": 3, "metric": "dot"},
+                      headers=auth).json()  # fmt: skip
+    assert [n["row"] for n in dot["data"][0]] == list(np.argsort(-(emb @ queries[0]))[:3])
+
+
+@pytest.mark.parametrize(
+    "method, params, status, loc_or_text",
+    [
+        ("get", {"id": "nope"}, 404, "id 'nope' is not a row"),
+        ("get", {"id": "n1", "k": 0}, 422, "k"),
+        ("get", {"id": "n1", "k": 300}, 422, "k"),
+        ("get", {"id": "n1", "metric": "l3"}, 422, "metric"),
+        ("post", {"vector": [1.0, 2.0]}, 422, "vector"),
+        ("post", {"vectors": [[0.0] * 16, [1.0] * 3]}, 422, "vectors.1"),
+        ("post", {"vector": [0.0] * 16, "k": 301}, 422, "k"),
+        ("post", {}, 422, "vector"),
+    ],
+)
+def test_bad_queries_are_4xx_naming_the_field(
+    client, auth, sessions, service_settings, emb, method, params, status, loc_or_text
+):
+    job_id = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    url = f"/jobs/{job_id}/embeddings/neighbors"
+    if method == "get":
+        response = client.get(url, params=params, headers=auth)
+    else:
+        response = client.post(url, json=params, headers=auth)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    if isinstance(detail, str):
+        assert loc_or_text in detail
+    else:
+        locs = [d["loc"].removeprefix("query.").removeprefix("body.") for d in detail]
+        assert loc_or_text in locs, detail
+
+
+def test_another_owners_embeddings_are_404(
+    client, auth, other_auth, sessions, service_settings, emb
+):
+    job_id = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    url = f"/jobs/{job_id}/embeddings/neighbors"
+    assert client.get(url, params={"id": "n1"}, headers=other_auth).status_code == 404
+    response = client.get("/compare/embeddings", params={"a": job_id, "b": job_id},
+                          headers=other_auth)  # fmt: skip
+    assert response.status_code == 404
+
+
+def test_compare_two_runs_over_the_same_ids(client, auth, sessions, service_settings, emb):
+    rotation = np.linalg.qr(np.random.default_rng(1).standard_normal((16, 16)))[0]
+    a = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    b = _job_with_embeddings(
+        client, auth, sessions, service_settings, (emb @ rotation * 3).astype(np.float32)
+    )
+    other = np.random.default_rng(2).standard_normal((300, 16)).astype(np.float32)
+    c = _job_with_embeddings(client, auth, sessions, service_settings, other)
+    same = client.get("/compare/embeddings", params={"a": a, "b": b}, headers=auth).json()
+    assert same["common_ids"] == 300 and same["k"] == 10
+    assert same["linear_cka"] == pytest.approx(1.0, abs=1e-4)
+    assert same["knn_overlap"] == pytest.approx(1.0)
+    unrelated = client.get("/compare/embeddings", params={"a": a, "b": c}, headers=auth).json()
+    assert unrelated["linear_cka"] < 0.3 and unrelated["knn_overlap"] < 0.2
+    disjoint = _job_with_embeddings(client, auth, sessions, service_settings, emb, prefix="x")
+    response = client.get("/compare/embeddings", params={"a": a, "b": disjoint}, headers=auth)
+    assert response.status_code == 422 and "share 0 ids" in response.json()["detail"][0]["msg"]
+
+
+def test_linear_cka_is_invariant_to_rotation_and_scale():
+    x = np.random.default_rng(3).standard_normal((200, 8))
+    q = np.linalg.qr(np.random.default_rng(4).standard_normal((8, 8)))[0]
+    assert linear_cka(x, 5 * x @ q) == pytest.approx(1.0)
+    index = EmbeddingIndex(x.astype(np.float32), [str(i) for i in range(200)])
+    (hits,) = index.search(x[0], 5, exclude=[0])
+    assert 0 not in [h.row for h in hits] and len(hits) == 5
