@@ -79,10 +79,16 @@ class EmbeddingIndex:
             matrix = self.unit
         else:
             matrix = self.vectors
-        scores = np.concatenate(
-            [queries @ matrix[s : s + _QUERY_BLOCK].T for s in range(0, self.rows, _QUERY_BLOCK)],
-            axis=1,
-        )  # [Q, N]
+        if queries.shape[0] == 1:  # one matrix-vector product
+            scores = (matrix @ queries[0])[None, :]  # [1, N]
+        else:
+            scores = np.concatenate(
+                [
+                    queries @ matrix[s : s + _QUERY_BLOCK].T
+                    for s in range(0, self.rows, _QUERY_BLOCK)
+                ],
+                axis=1,
+            )  # [Q, N]
         if exclude is not None:
             mask = np.asarray(exclude) >= 0
             scores[np.flatnonzero(mask), np.asarray(exclude)[mask]] = -np.inf
