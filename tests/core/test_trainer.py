@@ -29,6 +29,9 @@ def test_run_writes_every_output(tmp_path):
     assert load_spec((tmp_path / "spec.yaml").read_text()) == load_spec(tiny_cora())
     assert summary["epochs_completed"] == 3
     assert 0.3 < summary["best_metrics"]["probe_test_acc"] <= 1.0
+    quality = summary["quality"]  # beside the same probe on the raw bag-of-words features
+    assert quality["metric"] == "probe_test_acc" and 0.3 < quality["baseline"] < 1.0
+    assert quality["value"] == summary["best_metrics"]["probe_test_acc"]
     assert (
         json.loads((tmp_path / "summary.json").read_text())["best_checkpoint"]
         == (summary["best_checkpoint"])

@@ -138,7 +138,24 @@ class GraphSageSkipGramTask(Task):
             )
 
     def summary(self) -> dict[str, Any]:
-        return {"data_warnings": list(self.graph.warnings)} if self.graph else {}
+        """`data_warnings`, and `quality`: the probe's test accuracy on the embeddings of the
+        best checkpoint beside the same probe on the input features (what training bought)."""
+        if self.graph is None:
+            return {}
+        out: dict[str, Any] = {"data_warnings": list(self.graph.warnings)}
+        final = getattr(self, "_final_probe", None)
+        if final is not None and self.graph.y is not None:
+            baseline = None
+            if self.graph.x is not None:  # learnable inputs have no untrained meaning
+                x = self.graph.x.to_dense() if self.graph.x.is_sparse else self.graph.x
+                baseline = probe_accuracy(x, self.graph.y, self.graph.masks)["probe_test_acc"]
+            out["quality"] = {
+                "metric": "probe_test_acc",
+                "value": final["probe_test_acc"],
+                "baseline": baseline,
+                "baseline_of": "the same probe on the input features" if baseline else None,
+            }
+        return out
 
     def build_model(self) -> nn.Module:
         graph = self.graph
@@ -205,7 +222,10 @@ class GraphSageSkipGramTask(Task):
         if not self._has_labels() or not (final or epoch % self.spec.probe.every_n_epochs == 0):
             return {}
         assert self.graph is not None and self.graph.y is not None
-        return probe_accuracy(self._readout(model), self.graph.y, self.graph.masks)
+        result = probe_accuracy(self._readout(model), self.graph.y, self.graph.masks)
+        if final:
+            self._final_probe = result
+        return result
 
     def predict(self, model: nn.Module, split: str) -> dict[str, Tensor]:
         """`{"embeddings"}` [N, D] of every node (`split` names no subset here)."""
