@@ -11,11 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Mode = Literal["min", "max"]
 
+# Upper bounds of the shared loop's settings: far above any real run, low enough that a typo
+# (10**12 epochs) is refused at submit instead of occupying a worker for ever.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 10_000_000
+
 
 class Section(BaseModel):
     """Base of every spec model: unknown keys are errors, values are checked on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --- optimizer ---------------------------------------------------------------------------------
@@ -31,9 +36,9 @@ OPTIMIZER_KWARGS: dict[str, tuple[str, ...]] = {
 class OptimizerSpec(Section):
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: Annotated[
-        float, Field(gt=0, description="learning rate (the seed's training.learning_rate)")
+        float, Field(gt=0, le=10, description="learning rate (the seed's training.learning_rate)")
     ] = 1e-3
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0, le=10)] = 0.0
     kwargs: dict[str, float | bool | list[float]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -60,14 +65,14 @@ class CosineScheduler(Section):
 
     name: Literal["cosine"]
     interval: ClassVar[str] = "epoch"
-    warmup_epochs: Annotated[int, Field(ge=0)] = 0
-    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 0
+    min_lr: Annotated[float, Field(ge=0, le=10)] = 0.0
 
 
 class StepScheduler(Section):
     name: Literal["step"]
     interval: ClassVar[str] = "epoch"
-    step_size: Annotated[int, Field(ge=1)] = 30
+    step_size: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 30
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
@@ -79,8 +84,8 @@ class PlateauScheduler(Section):
     monitor: str = "val_loss"
     mode: Mode = "min"
     factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    patience: Annotated[int, Field(ge=0)] = 5
-    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 5
+    min_lr: Annotated[float, Field(ge=0, le=10)] = 0.0
 
 
 class LinearWarmupScheduler(Section):
@@ -91,7 +96,7 @@ class LinearWarmupScheduler(Section):
     interval: ClassVar[str] = "step"
     warmup_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000
     decay: Literal["constant", "linear", "cosine"] = "constant"
-    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    min_lr: Annotated[float, Field(ge=0, le=10)] = 0.0
 
 
 class OneCycleScheduler(Section):
@@ -104,8 +109,8 @@ class OneCycleScheduler(Section):
     max_lr: Annotated[float, Field(gt=0, le=100)] = 0.01
     pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3
     anneal_strategy: Literal["cos", "linear"] = "cos"
-    div_factor: Annotated[float, Field(ge=1)] = 25.0
-    final_div_factor: Annotated[float, Field(ge=1)] = 1e4
+    div_factor: Annotated[float, Field(ge=1, le=1e6)] = 25.0
+    final_div_factor: Annotated[float, Field(ge=1, le=1e9)] = 1e4
 
 
 SchedulerSpec = Annotated[
@@ -125,15 +130,19 @@ SchedulerSpec = Annotated[
 class EarlyStoppingSpec(Section):
     monitor: str = "val_loss"
     mode: Mode = "min"
-    patience: Annotated[int, Field(ge=1, description="the seed's early_stopping_patience")] = 10
-    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    patience: Annotated[
+        int, Field(ge=1, le=MAX_EPOCHS, description="the seed's early_stopping_patience")
+    ] = 10
+    min_delta: Annotated[float, Field(ge=0, le=1e9)] = 0.0
 
 
 class CheckpointSpec(Section):
     monitor: str = "val_loss"
     mode: Mode = "min"
-    every_n_epochs: Annotated[int, Field(ge=0, description="0: only the best and the last")] = 0
-    keep_top_k: Annotated[int, Field(ge=1)] = 1
+    every_n_epochs: Annotated[
+        int, Field(ge=0, le=MAX_EPOCHS, description="0: only the best and the last")
+    ] = 0
+    keep_top_k: Annotated[int, Field(ge=1, le=100)] = 1
     save_last: bool = True
 
 
@@ -143,15 +152,17 @@ class CheckpointSpec(Section):
 class TrainingSpec(Section):
     """Settings of the shared loop (the seed's `training:` block)."""
 
-    epochs: Annotated[int, Field(ge=1)] = 100
-    batch_size: Annotated[int, Field(ge=1)] = 512
-    gradient_clip: Annotated[float, Field(ge=0, description="max grad norm; 0 disables")] = 1.0
-    gradient_accumulation: Annotated[int, Field(ge=1)] = 1
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 100
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 512
+    gradient_clip: Annotated[
+        float, Field(ge=0, le=1e6, description="max grad norm; 0 disables")
+    ] = 1.0
+    gradient_accumulation: Annotated[int, Field(ge=1, le=1024)] = 1
     precision: Literal["fp32", "bf16", "fp16-mixed"] = "fp32"
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     deterministic: bool = False
-    eval_every_n_epochs: Annotated[int, Field(ge=1)] = 1
-    log_every_n_steps: Annotated[int, Field(ge=1)] | None = Field(
+    eval_every_n_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 1
+    log_every_n_steps: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
         default=None,
         description="also report the running train_loss, lr and grad_norm every N optimizer "
         "steps (step-level metric rows, for long epochs); default: per epoch only",

@@ -110,7 +110,7 @@ class ZincData(Section):
 
     format: Literal["zinc"]
     subset: bool = Field(default=True, description="the 12k subset; the full 250k is not shipped")
-    max_graphs: Annotated[int, Field(ge=3)] | None = Field(
+    max_graphs: Annotated[int, Field(ge=3, le=100_000_000)] | None = Field(
         default=None,
         description="keep at most this many graphs, the first rows of each split in proportion "
         "(for quick runs and CI)",

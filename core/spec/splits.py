@@ -25,7 +25,9 @@ class FractionsSplit(Section):
         Annotated[float, Field(ge=0, lt=1)],
         Annotated[float, Field(ge=0, lt=1)],
     ] = (0.8, 0.1, 0.1)
-    seed: int | None = Field(default=None, description="default: training.seed")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = Field(
+        default=None, description="default: training.seed"
+    )
     stratify: bool = Field(default=True, description="keep class proportions (classification)")
 
     @model_validator(mode="after")
@@ -42,9 +44,11 @@ class KFoldSplit(Section):
 
     kind: Literal["kfold"]
     k: Annotated[int, Field(ge=2, le=100)] = 10
-    fold: Annotated[int, Field(ge=0)] = 0
+    fold: Annotated[int, Field(ge=0, le=99)] = 0
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    seed: int | None = Field(default=None, description="default: training.seed")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = Field(
+        default=None, description="default: training.seed"
+    )
     stratify: bool = Field(default=True, description="keep class proportions (classification)")
 
     @model_validator(mode="after")

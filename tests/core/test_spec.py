@@ -86,3 +86,20 @@ def test_bad_specs_name_the_field(source, loc, fragment):
 def test_spec_module_imports_without_torch():
     code = "import sys, core.spec; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.epochs=1000000000000", "less than or equal to 100000"),
+        ("optimizer.lr=.inf", "finite number"),
+        ("optimizer.lr=.nan", "finite number"),
+        ("training.gradient_clip=1e300", "less than or equal to 1000000"),
+        ("training.seed=-1", "greater than or equal to 0"),
+        ("checkpoint.keep_top_k=100000", "less than or equal to 100"),
+    ],
+)
+def test_every_number_is_bounded_and_finite(override, message):
+    with pytest.raises(SpecError) as err:
+        load_spec(tiny_cora(), [override])
+    assert message in err.value.errors[0]["msg"], err.value.errors

@@ -65,7 +65,7 @@ class LinkSpec(Section):
 class GraphTrainingSpec(TrainingSpec):
     """The shared loop's settings with this family's default batch of 32 graphs."""
 
-    batch_size: Annotated[int, Field(ge=1, description="graphs per batch")] = 32
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000, description="graphs per batch")] = 32
 
 
 class GraphTransformerSpec(BaseJobSpec):

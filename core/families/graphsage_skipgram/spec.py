@@ -43,7 +43,7 @@ class NegativeSpec(Section):
 
 class ValidationSpec(Section):
     val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    max_val_pairs: Annotated[int, Field(ge=1)] = 200_000
+    max_val_pairs: Annotated[int, Field(ge=1, le=100_000_000)] = 200_000
 
 
 class SageModelSpec(Section):
@@ -53,7 +53,7 @@ class SageModelSpec(Section):
     aggregator: Literal["mean", "max", "sum"] = "mean"
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     normalize: bool = Field(default=True, description="L2-normalise the output embeddings")
-    temperature: Annotated[float, Field(gt=0)] = Field(
+    temperature: Annotated[float, Field(gt=0, le=1000)] = Field(
         default=1.0, description="logits are dot products divided by this"
     )
     activation: Literal["relu", "gelu", "elu", "prelu"] = "relu"
@@ -68,7 +68,7 @@ class ProbeSpec(Section):
     """Logistic-regression probe of the frozen embeddings (needs labels and splits)."""
 
     enabled: bool = True
-    every_n_epochs: Annotated[int, Field(ge=1)] = 5
+    every_n_epochs: Annotated[int, Field(ge=1, le=100_000)] = 5
 
 
 class GraphSageSkipGramSpec(BaseJobSpec):
