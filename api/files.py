@@ -1,8 +1,10 @@
-"""Reading run files for download: log tails and embeddings converted to CSV."""
+"""Reading run files for download: log tails, and embeddings converted to CSV, Parquet or
+safetensors chunk by chunk (the whole file never sits in the API's memory)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -83,3 +85,92 @@ def _csv_field(value: str) -> str:
     if any(c in value for c in ',"\n\r'):
         return '"' + value.replace('"', '""') + '"'
     return value
+
+
+def row_ids(path: Path | None, rows: int, id_column: str) -> list[str]:
+    """The ids of `rows` embedding rows in order: the `id_column` column of the ids CSV (read
+    by pyarrow's C++ CSV reader), else the row index."""
+    if path is not None and path.is_file():
+        from pyarrow import csv as pacsv
+
+        options = pacsv.ConvertOptions(column_types={id_column: "string"})
+        try:
+            table = pacsv.read_csv(path, convert_options=options)
+        except Exception as exc:  # a malformed ids file: keyed by row, and said in the log
+            log.warning("%s: unreadable ids (%s); rows keyed by index", path, exc)
+            table = None
+        if table is not None and id_column in table.column_names and table.num_rows == rows:
+            return [str(v) for v in table.column(id_column).to_pylist()]
+        log.warning("%s does not key %d rows by %r; rows keyed by index", path, rows, id_column)
+    return [str(i) for i in range(rows)]
+
+
+class _Drain:
+    """A write-only file object whose written bytes are taken out as they come."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+PARQUET_ROWS_PER_GROUP = 65_536
+
+
+def embeddings_parquet(emb: np.ndarray, ids: list[str], id_column: str) -> Iterator[bytes]:
+    """A Parquet file with the columns `<id_column>` (string) and `embedding`
+    (fixed-size list of float32 [dim]), one row group per 65,536 rows, produced as it is
+    written. Uncompressed: float embeddings barely compress, and speed is the point."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows, dim = emb.shape
+    schema = pa.schema([(id_column, pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+    sink = _Drain()
+    writer = pq.ParquetWriter(
+        sink, schema, compression="none", use_dictionary=False, write_statistics=False
+    )
+    for start in range(0, rows, PARQUET_ROWS_PER_GROUP):
+        block = np.ascontiguousarray(emb[start : start + PARQUET_ROWS_PER_GROUP], dtype=np.float32)
+        values = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
+        names = pa.array(ids[start : start + block.shape[0]], type=pa.string())
+        writer.write_table(pa.Table.from_arrays([names, values], schema=schema))
+        yield sink.take()
+    writer.close()
+    yield sink.take()
+
+
+def embeddings_safetensors(
+    emb: np.ndarray, ids: list[str], id_column: str, chunk_rows: int = 65_536
+) -> Iterator[bytes]:
+    """A safetensors file (https://github.com/huggingface/safetensors, its documented layout:
+    8-byte little-endian header size, JSON header, raw little-endian data) holding `embeddings`
+    F32 [rows, dim]; the ids are in its metadata (`ids`: a JSON list, `id_column`)."""
+    rows, dim = emb.shape
+    header = {
+        "__metadata__": {"ids": json.dumps(ids), "id_column": id_column},
+        "embeddings": {"dtype": "F32", "shape": [rows, dim], "data_offsets": [0, rows * dim * 4]},
+    }
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data start 8-byte aligned
+    yield len(text).to_bytes(8, "little") + text
+    for start in range(0, rows, chunk_rows):
+        yield np.ascontiguousarray(emb[start : start + chunk_rows], dtype="<f4").tobytes()
