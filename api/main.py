@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 
 from api.dispatch import CeleryDispatcher, Dispatcher
+from api.docs import serve_docs_offline
 from api.embeddings import IndexCache
 from api.routes import datasets, embeddings, files, health, jobs
 from core.spec import SpecError
@@ -70,6 +71,7 @@ def create_app(
     app.add_exception_handler(DataError, _bad_value)
     for module in (health, jobs, files, embeddings, datasets):
         app.include_router(module.router)
+    serve_docs_offline(app)  # Swagger UI from the swagger-ui-bundle package, not a CDN
     return app
 
 

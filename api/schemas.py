@@ -20,6 +20,11 @@ class JobPublic(Public):
     cancel_requested: bool
     attempt: int
     progress: float
+    # What a running job is doing ("starting", "loading data", "training", "writing outputs");
+    # null unless it is running.
+    phase: str | None = None
+    # Of a queued job: 1 if it runs next, 2 after that, ... (single-job responses only).
+    queue_position: int | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

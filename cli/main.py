@@ -10,6 +10,7 @@ from cli.train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trainctl", prog_name="trainctl")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """trainctl: train graph and embedding models, locally or as a service."""

@@ -14,12 +14,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,10 +38,12 @@ STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
 
-def _quiet_logs() -> None:
+def _quiet_logs(migrations: bool = False) -> None:
     """Keep the service's INFO log to what an operator reads (call before importing
-    alembic, which logs as it loads its plugins)."""
-    for name in ("alembic.runtime.plugins", "httpx"):
+    alembic, which logs as it loads its plugins); with `migrations`, no INFO lines of Alembic's
+    at all (for commands whose output is their result: `up`, `keys`)."""
+    names = ["alembic.runtime.plugins", "httpx"] + (["alembic"] if migrations else [])
+    for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -140,19 +146,89 @@ def keys() -> None:
     """API keys of the service."""
 
 
+def _admin_settings() -> Settings:
+    """The settings of an admin command (`keys ...`), whose output is its result only: the
+    migrations it applies first log nothing below WARNING."""
+    _quiet_logs(migrations=True)
+    from store.settings import get_settings
+
+    return get_settings()
+
+
 @keys.command("create")
 @click.argument("owner")
 def create_key(owner: str) -> None:
     """Create an API key for OWNER (created if new); the key is shown once, on the last line."""
-    from store.settings import get_settings
-
-    settings = get_settings()
+    settings = _admin_settings()
     try:
         key = _new_key(settings, owner)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"API key for {owner} (shown once; send it as 'Authorization: Bearer <key>'):")
     click.echo(key)
+
+
+@keys.command("list")
+@click.argument("owner", required=False)
+def list_keys(owner: str | None) -> None:
+    """List the API keys (of OWNER): prefix, owner, created, revoked. Keys are never shown."""
+    from store.keys import list_keys as stored_keys
+
+    with _admin_session() as session:
+        rows = stored_keys(session, owner)
+    if not rows:
+        click.echo("no API keys" + (f" of {owner}" if owner else ""))
+        return
+    table = [
+        (
+            k.prefix,
+            k.owner,
+            k.created_at.isoformat()[:19],
+            k.revoked_at.isoformat()[:19] if k.revoked_at else "",
+        )
+        for k in rows
+    ]
+    widths = [
+        max(len(r[i]) for r in [("PREFIX", "OWNER", "CREATED", "REVOKED"), *table])
+        for i in range(4)
+    ]
+    for row in [("PREFIX", "OWNER", "CREATED", "REVOKED"), *table]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def revoke(prefix: str) -> None:
+    """Revoke the key starting with PREFIX (as `keys list` shows it; the whole key works too).
+    Requests with it are refused from then on."""
+    from store.keys import PREFIX_LEN, revoke_key
+
+    if len(prefix) < PREFIX_LEN:
+        raise click.BadParameter(
+            f"give the key's first {PREFIX_LEN} characters, as `trainctl keys list` shows them",
+            param_hint="PREFIX",
+        )
+    with _admin_session() as session:
+        revoked = revoke_key(session, prefix)
+    if not revoked:
+        raise click.ClickException(f"no active key with prefix {prefix[:PREFIX_LEN]}")
+    click.echo(f"revoked {prefix[:PREFIX_LEN]}")
+
+
+@contextmanager
+def _admin_session() -> Iterator[Session]:
+    """A session on the migrated database, committed at the end."""
+    from store.db import make_engine, session_factory, session_scope
+    from store.migrate import upgrade_head
+
+    settings = _admin_settings()
+    upgrade_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def _new_key(settings: Settings, owner: str) -> str:
@@ -188,7 +264,7 @@ def up(host: str, port: int, concurrency: int, example: bool) -> None:
     queue under TRAINCTL_HOME (default ~/.trainctl). A key for the owner 'local' is written to
     TRAINCTL_HOME/credentials, where the other commands find it.
     """
-    _quiet_logs()
+    _quiet_logs(migrations=True)
     from store.migrate import upgrade_head
     from store.settings import get_settings
 
@@ -251,10 +327,9 @@ def _run_example(url: str, key: str) -> None:
     job = submit_spec(client, EXAMPLE_SPEC, ())
     click.echo(f"submitted {EXAMPLE_SPEC.name} as job {job['id']}")
     try:
-        follow_job(client, job["id"])
+        follow_job(client, job["id"])  # ends with the result block: what to download, and how
     except click.ClickException as exc:
         exc.show()
-    click.echo(f"download its embeddings: trainctl download {job['id']} embeddings -o emb.npy")
 
 
 def _write_credentials(settings: Settings, url: str) -> tuple[Path, str]:

@@ -32,6 +32,7 @@ ArtifactKind = Literal[
     "report",  # other JSON reports (test_report.json, ...)
     "tensorboard",  # TensorBoard event files
     "plot",  # images
+    "projection",  # float32 .npy [rows, 2]: a 2-D map of an embeddings artifact (`meta.of`)
     "data",  # data the run derived and trained on (e.g. triplets)
     "file",  # anything else
 ]
@@ -222,3 +223,74 @@ class RunDirReporter:
 
     def artifact(self, event: ArtifactEvent) -> None:
         self._append(self.artifacts_path, event.to_json())
+
+
+# --- phases ---------------------------------------------------------------------------------------
+# What a run is doing between epoch records (loading data, generating walks, training, writing
+# outputs), so a user watching a job sees more than silence. Rank 0 appends one line per phase to
+# `events.jsonl`; the worker tails it into the job's `phase`.
+
+EVENTS_FILE = "events.jsonl"
+
+
+@dataclass(frozen=True)
+class PhaseEvent:
+    """The run entered `phase` (free text, e.g. "loading data"); `total` is the number of
+    `unit`s of work the phase has when known (a progress bar's total: epochs for "training")."""
+
+    phase: str
+    total: int | None = None
+    unit: str | None = None
+
+    def to_json(self) -> str:
+        return strict_json(
+            {
+                "v": RUN_EVENTS_VERSION,
+                "event": "phase",
+                "phase": self.phase,
+                "total": self.total,
+                "unit": self.unit,
+            }
+        )
+
+
+def parse_phase_line(line: str | Mapping[str, Any]) -> PhaseEvent:
+    """An `events.jsonl` line (or its parsed object) as a `PhaseEvent`; raise `RunEventError`
+    if it is not one."""
+    obj = dict(line) if isinstance(line, Mapping) else _load(line)
+    if obj.get("event") != "phase":
+        raise RunEventError(f"event {obj.get('event')!r}; allowed: phase")
+    phase, total, unit = obj.get("phase"), obj.get("total"), obj.get("unit")
+    if not isinstance(phase, str) or not phase.strip():
+        raise RunEventError("a phase event needs a phase name")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise RunEventError(f"a phase's total is an integer >= 0, got {total!r}")
+    return PhaseEvent(phase, total, unit if isinstance(unit, str) else None)
+
+
+class PhaseLog:
+    """Appends `PhaseEvent` lines to `<run_dir>/events.jsonl` (flushed and fsynced)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / EVENTS_FILE
+
+    def __call__(self, event: PhaseEvent) -> None:
+        RunDirReporter._append(self.path, event.to_json())
+
+
+_phase_log: PhaseLog | None = None  # set on rank 0 of a run by `core.run` (`start_phases`)
+
+
+def start_phases(run_dir: Path | None) -> None:
+    """Make `report_phase` write to `run_dir`'s `events.jsonl` (None: report nothing, as on
+    ranks other than 0 and outside a run)."""
+    global _phase_log
+    _phase_log = PhaseLog(run_dir) if run_dir is not None else None
+
+
+def report_phase(phase: str, total: int | None = None, unit: str | None = None) -> None:
+    """Tell whoever watches the run that it entered `phase` (a no-op outside rank 0 of a run).
+    Any code of a run may call it, e.g. a family before its walks: `report_phase("generating
+    walks")`."""
+    if _phase_log is not None:
+        _phase_log(PhaseEvent(phase, total, unit))

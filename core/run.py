@@ -42,6 +42,7 @@ def train(
     """Train `spec` into `out_dir` on this process's rank; returns the summary (rank 0)."""
     from core.checkpoint import atomic_write_bytes
     from core.families import get_task_class
+    from core.report import report_phase, start_phases
     from core.task import RunContext
     from core.trainer import Trainer
 
@@ -50,6 +51,8 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         if info.rank == 0:
             atomic_write_bytes(out_dir / "spec.yaml", dump_spec(spec).encode())
+            start_phases(out_dir)  # the phases a watcher sees (`events.jsonl`)
+        report_phase("loading data")  # the Trainer sets up the task's data and model
         ctx = RunContext(spec, out_dir, info.device, info.rank, info.world_size)
         trainer = Trainer(get_task_class(spec.family)(ctx), progress=progress)  # type: ignore[attr-defined]
         resume_path = None
@@ -59,6 +62,7 @@ def train(
             resume_path = Path(resume)
         return trainer.fit(resume_from=resume_path)
     finally:
+        start_phases(None)
         D.cleanup()
 
 
@@ -80,6 +84,27 @@ def write_error(out_dir: Path, exc: BaseException) -> None:
         pass
 
 
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: stopped on request, after saving
+
+
+def _save_on_sigterm() -> None:
+    """SIGTERM asks the trainer to save at its next optimizer step and stop (`Preempted`)."""
+    import signal
+
+    def request(signum: int, frame: Any) -> None:
+        from core.trainer import PREEMPT
+
+        PREEMPT.set()
+
+    signal.signal(signal.SIGTERM, request)
+
+
+def _preempted() -> type[BaseException]:
+    from core.trainer import Preempted
+
+    return Preempted
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.run", description=__doc__)
     parser.add_argument("spec", type=Path)
@@ -91,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _save_on_sigterm()
     try:
         spec = load_spec(args.spec, args.overrides)
         summary = train(spec, args.out, args.resume, args.progress)
+    except _preempted() as exc:
+        log.warning("%s; resume with --resume auto", exc)
+        return PREEMPTED_EXIT
     except SpecError as exc:
         write_error(args.out, exc)
         print(exc, file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ from core.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from core.hooks import TensorBoardHook
 from core.modelinfo import model_summary
 from core.optim import get_optimizer, get_scheduler, scheduler_interval, step_scheduler
+from core.projection import write_projections
 from core.report import (
     ArtifactEvent,
     MetricsRecord,
@@ -35,6 +37,7 @@ from core.report import (
     Reporter,
     RunDirReporter,
     finite_or_none,
+    report_phase,
     strict_json,
 )
 from core.seed import rng_state, set_rng_state, set_seed
@@ -46,6 +49,15 @@ log = logging.getLogger(__name__)
 LogHook = Callable[[dict[str, float], int, str], None]
 CHECKPOINT_FORMAT = 1
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16-mixed": torch.float16}
+
+
+# Set by SIGTERM (`core.run`): save at the next optimizer step and stop (a spot node going
+# away, a rolling update), so at most one step of work is lost, not an epoch.
+PREEMPT = threading.Event()
+
+
+class Preempted(RuntimeError):
+    """The run saved a mid-epoch checkpoint at an optimizer step after SIGTERM and stopped."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -118,6 +130,8 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
         self.step_lr = 0.0  # the LR of the last optimizer step
+        self.in_epoch: dict[str, Any] | None = None  # a preempted epoch's progress, on resume
+        self.epoch_lr = 0.0  # the LR at the start of the epoch being trained
         self.should_stop = False
         self.history: list[dict[str, Any]] = []
 
@@ -221,6 +235,17 @@ class Trainer:
         epoch_batches = self.task.train_batches(epoch)
         D.check_batch_counts(epoch_batches, self.ctx.device, epoch)
         iterator: Iterator[Any] = iter(epoch_batches)
+        resumed, self.in_epoch = self.in_epoch, None
+        if resumed is not None and resumed["epoch"] == epoch:  # a preempted epoch goes on
+            for _ in range(resumed["batches"]):  # the same batches, from their own generators
+                next(iterator, None)
+            batches = resumed["batches"]
+            loss_sum += resumed["loss_sum"]
+            part_sums = {
+                k: torch.tensor(v, device=self.ctx.device) for k, v in resumed["parts"].items()
+            }
+            norms = [torch.tensor(v) for v in resumed["norms"]]
+            log.info("resuming epoch %d after its batch %d", epoch, batches)
         batch = next(iterator, None)
         while batch is not None:
             following = next(iterator, None)
@@ -245,6 +270,12 @@ class Trainer:
                 if every and self.global_step % every == 0:
                     self._report_step(epoch, window, norms[-1])
                     window = []
+                if following is not None and self._preempt_agreed():
+                    progress = {"epoch": epoch, "batches": batches, "lr": self.epoch_lr,
+                                "loss_sum": float(loss_sum),
+                                "parts": {k: float(v) for k, v in part_sums.items()},
+                                "norms": [float(n) for n in norms]}  # fmt: skip
+                    self._save_preempted(progress)
             batch = following
         count = max(batches, 1)
         metrics = {"train_loss": float(D.mean_across_ranks(loss_sum / count))}
@@ -255,6 +286,23 @@ class Trainer:
             metrics["grad_norm"] = float(stacked.mean())
             metrics["grad_norm_max"] = float(stacked.max())
         return metrics
+
+    def _preempt_agreed(self) -> bool:
+        """Whether SIGTERM came (to any rank: every rank stops at the same step)."""
+        flag = PREEMPT.is_set()
+        return D.any_rank(flag, self.ctx.device) if self.ctx.world_size > 1 else flag
+
+    def _save_preempted(self, progress: dict[str, Any]) -> None:
+        """Save the whole state with the epoch's progress as `last.pt`, then stop."""
+        self.in_epoch = progress
+        path = self.ctx.run_dir / "checkpoints" / "last.pt"
+        self.save_checkpoint(path, tag="last")
+        PREEMPT.clear()  # served
+        log.warning(
+            "preempted: saved %s at epoch %d, step %d (batch %d); stopping",
+            path.name, progress["epoch"], self.global_step, progress["batches"],
+        )  # fmt: skip
+        raise Preempted(f"stopped by SIGTERM at epoch {progress['epoch']}, step {self.global_step}")
 
     def _report_step(self, epoch: int, losses: list[torch.Tensor], norm: torch.Tensor) -> None:
         """A step-level metrics row: the mean loss since the last one, LR and grad norm."""
@@ -288,6 +336,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "callbacks": {c.name: c.state_dict() for c in self.callbacks},
             "task": self.task.state_dict(),
+            "in_epoch": self.in_epoch,  # set only in a preempted run's checkpoint
             "epoch": self.epoch,
             "global_step": self.global_step,
             "history": self.history,
@@ -327,6 +376,7 @@ class Trainer:
             if callback.name in state["callbacks"]:
                 callback.load_state_dict(state["callbacks"][callback.name])
         self.task.load_state_dict(state.get("task") or {})
+        self.in_epoch = state.get("in_epoch")
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.history = list(state["history"])
         rngs = state["rng"]
@@ -371,6 +421,7 @@ class Trainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         started = time.perf_counter()
+        report_phase("training", total=train.epochs, unit="epoch")
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -381,6 +432,9 @@ class Trainer:
                 epoch = self.epoch + 1
                 t0 = time.perf_counter()
                 lr = self._current_lr()
+                if self.in_epoch is not None and self.in_epoch["epoch"] == epoch:
+                    lr = self.in_epoch["lr"]  # the epoch began before the preemption
+                self.epoch_lr = lr
                 metrics = self.train_epoch(epoch)
                 if epoch % train.eval_every_n_epochs == 0 or epoch == train.epochs:
                     metrics |= self.eval_epoch(epoch, "val")
@@ -416,6 +470,7 @@ class Trainer:
 
     def finish(self, seconds: float) -> dict[str, Any]:
         """Evaluate the best weights on the test split, write outputs and `summary.json`."""
+        report_phase("writing outputs")
         ckpt = self.checkpointer
         best_path = self.ctx.run_dir / ckpt.best_path if ckpt and ckpt.best_path else None
         D.barrier()
@@ -428,6 +483,7 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             final = self.task.epoch_metrics(self.model, self.epoch, final=True)
             artifacts = self.task.write_outputs(self.model, self.ctx.run_dir)
+            artifacts += write_projections(artifacts, self.ctx.run_dir)
             extra = self.task.summary()
         for hook in self.log_hooks:
             hook({**test, **final}, self.epoch, "best")

@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -80,3 +81,24 @@ def revoke_key(session: Session, key_or_prefix: str) -> bool:
         .values(revoked_at=utcnow())
     )
     return result.rowcount == 1
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as `trainctl keys list` shows it: never the key itself."""
+
+    prefix: str
+    owner: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def list_keys(session: Session, owner_name: str | None = None) -> list[KeyInfo]:
+    """Every key (or one owner's), oldest first, revoked ones included."""
+    stmt = select(ApiKey.prefix, Owner.name, ApiKey.created_at, ApiKey.revoked_at).join(
+        Owner, Owner.id == ApiKey.owner_id
+    )
+    if owner_name is not None:
+        stmt = stmt.where(Owner.name == owner_name)
+    rows = session.execute(stmt.order_by(ApiKey.created_at, ApiKey.id)).all()
+    return [KeyInfo(*row) for row in rows]

@@ -129,6 +129,9 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # What a running job is doing (`core.report.PhaseEvent`: "loading data", "training", ...);
+    # null when it is not running.
+    phase: Mapped[str | None] = mapped_column(String(64))
     run_dir: Mapped[str] = mapped_column(String(512))
 
 

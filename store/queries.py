@@ -93,6 +93,7 @@ def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
             started_at=now,
             finished_at=None,
             error=None,
+            phase="starting",
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -119,7 +120,12 @@ def finish_job(session: Session, job_id: str, status: str, error: str | None = N
     status = JobStatus(status)
     if status not in FINISHED_STATUSES:
         raise ValueError(f"finish_job status {status!r}; allowed: {sorted(FINISHED_STATUSES)}")
-    values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow()}
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error,
+        "finished_at": utcnow(),
+        "phase": None,
+    }
     if status == JobStatus.SUCCEEDED:
         values["progress"] = 1.0
     result = session.execute(
@@ -148,10 +154,98 @@ def requeue_job(session: Session, job_id: str, stale_before: datetime | None = N
     result = session.execute(
         update(Job)
         .where(*conditions)
-        .values(status=JobStatus.QUEUED, worker=None, started_at=None, updated_at=utcnow())
+        .values(
+            status=JobStatus.QUEUED, worker=None, started_at=None, phase=None, updated_at=utcnow()
+        )
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
+
+
+def set_phase(session: Session, job_id: str, phase: str) -> None:
+    """Record what a running job is doing (`core.report.PhaseEvent`); also its heartbeat."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(phase=phase[: Job.__table__.c.phase.type.length], updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """1 for the next queued job to run, 2 for the one after, ...; None if `job` is not
+    queued. Jobs run in the order they were queued (`updated_at` of a queued job: its
+    submission, retry or requeue), whoever owns them."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            (Job.updated_at < job.updated_at)
+            | (and_(Job.updated_at == job.updated_at, Job.id < job.id)),
+        )
+    )
+    return (ahead or 0) + 1
+
+
+def retry_job(session: Session, job_id: str) -> bool:
+    """Queue a failed or cancelled job again; its next claim is a new attempt, which resumes
+    from the run directory's checkpoints. False if the job is not failed or cancelled."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.FAILED, JobStatus.CANCELLED]))
+        .values(
+            status=JobStatus.QUEUED,
+            cancel_requested=False,
+            error=None,
+            worker=None,
+            started_at=None,
+            finished_at=None,
+            phase=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def delete_finished_job(session: Session, job_id: str) -> bool:
+    """Delete a finished job; its metric and artifact rows go with it (`ON DELETE CASCADE`),
+    its files stay (the caller removes the run directory). False if it is not finished."""
+    finished = [str(s) for s in FINISHED_STATUSES]
+    result = session.execute(
+        delete(Job)
+        .where(Job.id == job_id, Job.status.in_(finished))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def active_jobs_using(session: Session, owner_id: int, top: str) -> list[str]:
+    """Ids of the owner's queued or running jobs whose spec's `data` section names a path
+    under `top` (an upload's name: the first part of `data.path`)."""
+    rows = session.execute(
+        select(Job.id, Job.spec).where(
+            Job.owner_id == owner_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+        )
+    ).all()
+    return [job_id for job_id, spec in rows if top in data_path_tops(spec)]
+
+
+def data_path_tops(spec: Mapping[str, Any]) -> set[str]:
+    """The first parts of the paths a spec's `data` section names (`path`, `features_path`,
+    ...): the uploads (or data-root folders) a job reads."""
+    data = spec.get("data") if isinstance(spec, Mapping) else None
+    if not isinstance(data, Mapping):
+        return set()
+    tops = set()
+    for key, value in data.items():
+        if (key == "path" or key.endswith("_path")) and isinstance(value, str) and value:
+            tops.add(value.replace("\\", "/").lstrip("/").split("/", 1)[0])
+    return tops
 
 
 def stale_running_jobs(session: Session, stale_before: datetime) -> list[str]:
@@ -175,7 +269,7 @@ def cancel_stale_job(session: Session, job_id: str, stale_before: datetime) -> b
             Job.cancel_requested.is_(True),
             Job.updated_at < stale_before,
         )
-        .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now)
+        .values(status=JobStatus.CANCELLED, finished_at=now, phase=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
@@ -190,7 +284,13 @@ def request_cancel(session: Session, job_id: str) -> bool:
     cancelled = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+        .values(
+            status=JobStatus.CANCELLED,
+            cancel_requested=True,
+            finished_at=now,
+            phase=None,
+            updated_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
     if cancelled.rowcount == 1:
@@ -211,7 +311,7 @@ def fail_queued_job(session: Session, job_id: str, error: str) -> None:
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.FAILED, error=error, finished_at=now, updated_at=now)
+        .values(status=JobStatus.FAILED, error=error, finished_at=now, phase=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
 
@@ -484,6 +584,10 @@ def list_datasets(session: Session, owner_id: int) -> list[Dataset]:
     return list(
         session.scalars(select(Dataset).where(Dataset.owner_id == owner_id).order_by(Dataset.name))
     )
+
+
+def get_dataset(session: Session, owner_id: int, name: str) -> Dataset | None:
+    return session.scalar(select(Dataset).where(Dataset.owner_id == owner_id, Dataset.name == name))
 
 
 def _insert(session: Session, table: Table) -> Insert:

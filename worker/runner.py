@@ -12,7 +12,8 @@ each line into a row, checks for a cancel request, and records the outcome:
 
 Each line is parsed with the run contract's parsers (`core.report`): epoch metric records become
 `metrics` rows, step records `metric_steps` rows, artifact events `artifacts` rows (with their
-`meta`). A line that is not a valid event is logged and skipped; it never fails the job.
+`meta`), phase events (`events.jsonl`) the job's `phase`. A line that is not a valid event is
+logged and skipped; it never fails the job.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.launch import training_command
 from core.report import (
     ARTIFACT_KINDS,
+    EVENTS_FILE,
     ArtifactEvent,
     MetricsRecord,
+    PhaseEvent,
     RunEventError,
     parse_artifact_line,
     parse_metrics_line,
+    parse_phase_line,
 )
 from store import queries
 from store.db import session_scope
@@ -158,6 +162,7 @@ class _Run:
         # ones, and reads only the lines it appends itself.
         self.metrics = JsonlTail.from_end(self.dir / "metrics.jsonl")
         self.artifacts = JsonlTail.from_end(self.dir / "artifacts.jsonl")
+        self.events = JsonlTail.from_end(self.dir / EVENTS_FILE)
         argv = self.ctx.command(spec_path, self.dir, self.devices, self.attempt > 1)
         self._heartbeat()
         proc = TrainingProcess(argv, cwd=self.dir, env=self._env(), log_path=log_path)
@@ -238,14 +243,19 @@ class _Run:
             )
 
     def _drain(self) -> None:
-        """Turn the new lines of `metrics.jsonl` and `artifacts.jsonl` into rows."""
+        """Turn the new lines of `metrics.jsonl` and `artifacts.jsonl` into rows, and those of
+        `events.jsonl` into the job's phase."""
         metric_lines = self.metrics.read_lines()
         event_lines = self.artifacts.read_lines()
-        if not metric_lines and not event_lines:
+        phase_lines = self.events.read_lines()
+        if not metric_lines and not event_lines and not phase_lines:
             return
         records = self._parsed(metric_lines, "metrics.jsonl", _metrics_record)
         events = self._parsed(event_lines, "artifacts.jsonl", _artifact_event)
+        phases: list[PhaseEvent] = self._parsed(phase_lines, EVENTS_FILE, parse_phase_line)
         with session_scope(self.ctx.sessions) as session:
+            if phases:  # only the latest matters
+                queries.set_phase(session, self.job_id, phases[-1].phase)
             for record in records:
                 if record.granularity == "step":
                     queries.upsert_metric_step(

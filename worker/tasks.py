@@ -21,6 +21,21 @@ log = logging.getLogger(__name__)
 
 REJECT_PAUSE_S = 1.0
 
+
+class RequeueWithoutTraceback(logging.Filter):
+    """Celery logs a rejected task (`Reject`) at WARNING with the full traceback; our reject is
+    the normal hand-back of a job on shutdown, so one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if isinstance(data, dict) and data.get("description") == "rejected":
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("celery.app.trace").addFilter(RequeueWithoutTraceback())
+
 _context: WorkerContext | None = None
 _context_lock = threading.Lock()
 

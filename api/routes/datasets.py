@@ -1,4 +1,5 @@
-"""Datasets: upload an edge list or feature file, list the uploads.
+"""Datasets: upload an edge list or feature file, list, replace and delete the uploads (not
+while a queued or running job of the owner's reads one: 409).
 
 With the form field `format=edge_list` (and optionally `header`, `comment`, `src_column`,
 `dst_column`, `delimiter`, as in a spec's `data` section) the file is checked by the same
@@ -10,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from pathlib import PurePosixPath
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -22,7 +24,7 @@ from api.schemas import DatasetPublic, DatasetsPublic
 from api.uploads import Upload, receive_upload
 from store import queries
 from store.keys import NAME_PATTERN, OwnerRef
-from store.models import Dataset
+from store.models import Dataset, utcnow
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,20 +62,91 @@ async def upload_dataset(
     )
     try:
         name = upload.fields.get("name", "")
-        if not NAME_PATTERN.fullmatch(name):
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=[
-                    {
-                        "loc": "name",
-                        "msg": f"dataset name {name!r} must match {NAME_PATTERN.pattern}",
-                    }
-                ],
-            )
+        _check_name(name)
         await run_in_threadpool(_validate, upload)
         return await run_in_threadpool(_register, session, settings, owner, name, upload)
     finally:
         upload.tmp_path.unlink(missing_ok=True)
+
+
+def _check_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {"loc": "name", "msg": f"dataset name {name!r} must match {NAME_PATTERN.pattern}"}
+            ],
+        )
+
+
+@router.put("/{name}")
+async def replace_dataset(
+    name: str, request: Request, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> DatasetPublic:
+    """Upload a file (multipart field `file`) as the dataset `name`, replacing its file if it
+    exists; checked like `POST /datasets` (form field `format`). 409 while a queued or running
+    job of the owner's reads it."""
+    _check_name(name)
+    upload = await receive_upload(
+        request, settings.upload_root / INCOMING_DIR, settings.max_upload_bytes
+    )
+    try:
+        if upload.fields.get("name", name) != name:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=[{"loc": "name", "msg": f"the form's name must be {name!r} (the path's)"}],
+            )
+        await run_in_threadpool(_validate, upload)
+        return await run_in_threadpool(_replace, session, settings, owner, name, upload)
+    finally:
+        upload.tmp_path.unlink(missing_ok=True)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(
+    name: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """Delete the dataset `name` and its file; 409 while a queued or running job reads it."""
+    dataset = queries.get_dataset(session, owner.id, name)
+    if dataset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"dataset {name!r} not found")
+    _refuse_in_use(session, owner, name)
+    session.delete(dataset)
+    session.flush()
+    shutil.rmtree(settings.upload_root / owner.name / name, ignore_errors=True)
+    log.info("owner %s deleted dataset %s", owner.name, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _refuse_in_use(session: Session, owner: OwnerRef, name: str) -> None:
+    users = queries.active_jobs_using(session, owner.id, name)
+    if users:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"dataset {name!r} is in use by queued or running job(s) {', '.join(users)}; "
+            "wait for them or cancel them first",
+        )
+
+
+def _replace(
+    session: Session, settings: Settings, owner: OwnerRef, name: str, upload: Upload
+) -> DatasetPublic:
+    dataset = queries.get_dataset(session, owner.id, name)
+    if dataset is None:
+        return _register(session, settings, owner, name, upload)
+    _refuse_in_use(session, owner, name)
+    relative = PurePosixPath(owner.name, name, safe_filename(upload.filename))
+    final = settings.upload_root / relative
+    old = settings.upload_root / dataset.path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(upload.tmp_path, final)  # atomic: a reader sees the old file or the new one
+    if old != final:
+        old.unlink(missing_ok=True)
+    dataset.path, dataset.size, dataset.sha256 = str(relative), upload.size, upload.sha256
+    dataset.created_at = utcnow()
+    session.flush()
+    log.info("owner %s replaced dataset %s (%d bytes)", owner.name, name, upload.size)
+    return _public(dataset, owner)
 
 
 VALIDATED_FORMATS = ("edge_list",)

@@ -1,4 +1,5 @@
-"""A job's files: logs, checkpoints, embeddings and other artifacts.
+"""A job's files: logs (whole, tailed or streamed), checkpoints, embeddings, the run's summary
+and other artifacts.
 
 Every file is looked up in the database first and served only from inside the artifact root:
 a name the job did not record never reaches the file system.
@@ -6,19 +7,25 @@ a name the job did not record never reaches the file system.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import OwnedJob, SessionDep, SettingsDep
 from api.files import embeddings_csv, open_embeddings, read_upto, tail_lines
 from api.schemas import ArtifactPublic, ArtifactsPublic
 from store import queries
-from store.models import Artifact, Job
+from store.models import FINISHED_STATUSES, Artifact, Job
 from store.paths import resolve_inside
 from store.settings import Settings
 
@@ -85,6 +92,126 @@ def get_logs(
     # and send more than the Content-Length it declared).
     size = path.stat().st_size
     return StreamingResponse(read_upto(path, size), media_type="text/plain; charset=utf-8")
+
+
+LOG_CHUNK_BYTES = 256 * 1024
+KEEPALIVE_SECONDS = 15.0
+
+
+@router.get("/logs/stream", response_class=StreamingResponse)
+async def stream_logs(
+    job: OwnedJob,
+    request: Request,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0, description="start at this byte of the log")] = 0,
+    tail: Annotated[
+        int | None, Query(ge=0, le=100_000, description="start at the last N lines instead")
+    ] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-Sent Events of the run's log as it grows: `event: log` with whole lines (one
+    `data:` field per line; `id` is the byte offset after them), then `event: end` once the job
+    is finished and the log read to its end. Resumes at the byte offset in `Last-Event-ID`
+    (else `offset`)."""
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail="Last-Event-ID must be the byte offset of the last log event received",
+            )
+        offset = int(last_event_id)
+    path = resolve_inside(settings.artifact_root, PurePosixPath(job.run_dir, LOG_FILE))
+    if tail is not None and last_event_id is None and path is not None and path.is_file():
+        offset = await anyio.to_thread.run_sync(_tail_offset, path, tail)
+    events = _log_events(request, job, path, offset, settings.stream_poll_seconds)
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _tail_offset(path: Path, lines: int) -> int:
+    """The byte offset where the last `lines` lines of the file begin (as `GET /logs?tail`)."""
+    with path.open("rb") as f:
+        end = f.seek(0, 2)
+        pos, data = end, b""
+        while pos > 0 and data.count(b"\n") <= lines:
+            step = min(64 * 1024, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    kept = data.splitlines(keepends=True)[-lines:] if lines else []
+    return end - sum(len(line) for line in kept)
+
+
+async def _log_events(
+    request: Request, job: Job, path: Path | None, offset: int, poll_seconds: float
+) -> AsyncIterator[str]:
+    factory = request.app.state.session_factory
+    job_id = job.id
+
+    def job_status() -> str | None:
+        with factory() as session:
+            return session.scalar(select(Job.status).where(Job.id == job_id))
+
+    def read(offset: int, finished: bool) -> tuple[bytes, int]:
+        """Whole lines from `offset` (a partial last line too once the job is finished)."""
+        if path is None:
+            return b"", offset
+        try:
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read(LOG_CHUNK_BYTES)
+        except OSError:
+            return b"", offset
+        if not finished or len(data) == LOG_CHUNK_BYTES:
+            end = data.rfind(b"\n")
+            if end < 0:
+                # A line longer than a chunk goes out in pieces; a partial one waits.
+                return (data, offset + len(data)) if len(data) == LOG_CHUNK_BYTES else (b"", offset)
+            data = data[: end + 1]
+        return data, offset + len(data)
+
+    last_sent = time.monotonic()
+    while True:
+        status_ = await anyio.to_thread.run_sync(job_status)
+        if status_ is None:  # the job is gone
+            return
+        finished = status_ in FINISHED_STATUSES  # read after this: the log is complete
+        while True:
+            data, offset = await anyio.to_thread.run_sync(read, offset, finished)
+            if not data:
+                break
+            text = data.decode(errors="replace")
+            lines = text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
+            body = "".join(f"data: {line.rstrip(chr(13))}\n" for line in lines)
+            yield f"id: {offset}\nevent: log\n{body}\n"
+            last_sent = time.monotonic()
+        if finished:
+            yield f"event: end\ndata: {json.dumps({'status': status_})}\n\n"
+            return
+        if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        await asyncio.sleep(poll_seconds)
+
+
+@router.get("/summary")
+def get_summary(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """The run's `summary.json` (written when training ends): epochs run, whether it stopped
+    early, best epoch, monitor and score, the best checkpoint, the test metrics of the best
+    checkpoint (`best_metrics`), outputs. 404 until the run has written it."""
+    artifact = queries.find_artifact(session, job.id, kind="summary")
+    path = _artifact_file(settings, artifact, "summary")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("job %s: unreadable summary: %s", job.id, exc)
+        raise _not_found("summary") from None
+    if not isinstance(summary, dict):
+        raise _not_found("summary")
+    return summary
 
 
 @router.get("/artifacts")

@@ -26,6 +26,16 @@ def test_train_writes_outputs_and_applies_overrides(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["out"] == str(out) and "probe_test_acc" in result
+    summary = json.loads((out / "summary.json").read_text())
+    assert result["monitor"] == summary["monitor"] == "val_loss"  # the best score, by name
+    assert result["best_val_loss"] == summary["best_score"] and result["best_epoch"] >= 1
+    assert (result["epochs"], result["stopped_early"]) == (2, False)
+    phases = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [(p["phase"], p["total"]) for p in phases] == [
+        ("loading data", None),
+        ("training", 2),
+        ("writing outputs", None),
+    ]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert "epoch" in proc.stderr  # the progress bar's unit
     assert (out / "embeddings.npy").exists() and (out / "summary.json").exists()

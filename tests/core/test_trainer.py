@@ -226,3 +226,38 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, capl
     with caplog.at_level("WARNING"):
         assert find_resume_checkpoint(tmp_path) == ckpts / "epoch-0002.pt"
     assert "not resuming from a corrupt checkpoint: last.pt" in caplog.text
+
+
+def test_sigterm_to_a_training_process_saves_at_the_next_step_and_exits_143(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    spec = tiny_cora(training={"epochs": 50, "batch_size": 256, "log_every_n_steps": 1})
+    spec_path, run = tmp_path / "spec.yaml", tmp_path / "run"
+    spec_path.write_text(yaml.safe_dump(spec))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.run", str(spec_path), "--out", str(run)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until a step of epoch 2 has been reported
+        rows = metric_rows(run) if (run / "metrics.jsonl").exists() else []
+        if any(r.get("granularity") == "step" and r["epoch"] == 2 for r in rows):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["in_epoch"] is not None and state["in_epoch"]["epoch"] >= 2
+    steps = [r["step"] for r in metric_rows(run) if r.get("granularity") == "step"]
+    assert state["global_step"] >= max(steps)  # no step was lost
+    assert not (run / "error.json").exists()

@@ -183,8 +183,13 @@ def test_submit_train_follow_download(service: Service, tmp_path: Path) -> None:
     result = service.cli("logs", job_id, "--tail", "50")
     assert result.exit_code == 0 and "loaded Cora: 2708 nodes" in result.output, result.output
 
+    result = service.cli("logs", job_id, "-f")  # a finished job: the whole log, then it ends
+    assert result.exit_code == 0 and "loaded Cora: 2708 nodes" in result.output, result.output
+
     result = service.cli("status", job_id)
     assert "succeeded" in result.output
+    assert "result:\n  training:   ran 5 of 5 epochs" in result.output, result.output
+    assert f"trainctl download {job_id} embeddings -o embeddings.npy" in result.output
     result = service.cli("jobs", "--status", "succeeded")
     assert job_id in result.output
 
@@ -196,6 +201,9 @@ def test_follow_prints_epochs_live_and_exits_zero(service: Service, tmp_path: Pa
     assert result.exit_code == 0, result.output
     epochs = [line for line in result.output.splitlines() if line.startswith("epoch")]
     assert len(epochs) == 2, result.output
+    # The phases as they go (the first ones may pass between two polls of the stream).
+    assert "running: training (2 epochs)" in result.output, result.output
+    assert "result:\n  training:   ran 2 of 2 epochs\n  best:       epoch" in result.output
     assert "succeeded" in result.output.splitlines()[-1]
 
 
@@ -222,6 +230,25 @@ def test_cancel_mid_run_leaves_no_training_process(service: Service, tmp_path: P
     result = service.cli("cancel", job_id)  # a finished job: the API's 409, said plainly
     assert result.exit_code == 1
     assert "409 job already finished (cancelled)" in result.output
+    assert service.cli("wait", job_id).exit_code == 3  # cancelled
+
+    # Retried: a new attempt that resumes from the cancelled one's last checkpoint.
+    result = service.cli("retry", job_id)
+    assert result.exit_code == 0 and "queued" in result.output, result.output
+    page = wait_for(
+        lambda: (p := api.get(f"/jobs/{job_id}/metrics"))["attempt"] == 2 and p["count"] and p,
+        JOB_TIMEOUT_S,
+        "the second attempt's first epoch",
+        procs,
+    )
+    assert page["data"][0]["epoch"] > 1, "the retry started from scratch"
+    service.cli("cancel", job_id)
+    result = service.cli("wait", job_id, "--timeout", "60")
+    assert result.exit_code == 3, result.output
+
+    result = service.cli("delete", job_id, "--yes")
+    assert result.exit_code == 0, result.output
+    assert not (service.home / "runs" / job_id).exists()
 
 
 def test_duplicate_delivery_trains_once(service: Service, tmp_path: Path) -> None:
@@ -247,17 +274,29 @@ def test_duplicate_delivery_trains_once(service: Service, tmp_path: Path) -> Non
 
 def test_missing_dataset_fails_with_the_root_cause(service: Service, tmp_path: Path) -> None:
     path = tmp_path / "spec.json"
+    # Neither an upload nor a folder of the data roots: refused at submit, nothing queued.
     path.write_text(
         json.dumps({**TINY_CORA, "data": {"format": "edge_list", "path": "nowhere/edges.csv"}})
+    )
+    result = service.cli("submit", str(path))
+    assert result.exit_code == 1, result.output
+    assert "422 invalid request:\n  data.path: no upload named 'nowhere'" in result.output
+
+    # A file missing inside a data root's folder: the worker's root cause.
+    path.write_text(
+        json.dumps({**TINY_CORA, "data": {"format": "edge_list", "path": "Cora/nowhere.csv"}})
     )
     result = service.cli("submit", str(path), "--follow")
     assert result.exit_code == 1, result.output
     assert "failed: DatasetNotFound" in result.output
 
-    job = service.api.job(result.output.splitlines()[0].strip())
+    job_id = result.output.splitlines()[0].strip()
+    job = service.api.job(job_id)
     assert job["status"] == "failed"
-    assert job["error"].startswith("DatasetNotFound: dataset 'nowhere/edges.csv' not found")
+    assert job["error"].startswith("DatasetNotFound: dataset 'Cora/nowhere.csv' not found")
     assert "looked in" in job["error"]
+    result = service.cli("wait", job_id)
+    assert (result.exit_code, result.output) == (1, f"job {job_id} failed: {job['error']}\n")
 
 
 def test_a_wrong_key_is_refused_plainly(service: Service, tmp_path: Path) -> None:

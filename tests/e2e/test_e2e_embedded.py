@@ -141,6 +141,9 @@ def test_ctrl_c_stops_everything_and_the_job_resumes_on_the_next_up(embedded: Em
     assert code == 0, up.log()
     left = [p for p in everything if _alive(p)]
     assert not left, f"processes outlived `trainctl up`: {[_cmdline(p) for p in left]}"
+    worker_log = (embedded.home / "logs" / "worker.log").read_text()
+    assert "requeued: worker shutting down" in worker_log  # one line, no traceback
+    assert "Traceback" not in worker_log, worker_log[-4000:]
 
     engine = make_engine(f"sqlite:///{embedded.home / 'trainctl.db'}")
     with session_factory(engine)() as session:

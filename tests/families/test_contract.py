@@ -32,12 +32,24 @@ from tests.support.specs import stopped_and_resumed, torchrun
 FAMILIES = sorted(families())
 FAMILIES_DIR = Path(__file__).resolve().parents[2] / "core" / "families"
 # Files a run directory holds that are not artifacts of the run.
-RUN_FILES = {"spec.yaml", "metrics.jsonl", "artifacts.jsonl"}
+RUN_FILES = {"spec.yaml", "metrics.jsonl", "artifacts.jsonl", "events.jsonl"}
 
 
 def _epoch_rows(run: Path) -> list[dict[str, Any]]:
     records = [parse_metrics_line(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [{"epoch": r.epoch, **r.values} for r in records if r.granularity == "epoch"]
+
+
+def _assert_same_run(full: Path, part: Path) -> None:
+    a, b = _epoch_rows(full), _epoch_rows(part)
+    assert [r["epoch"] for r in b] == [r["epoch"] for r in a]
+    for x, y in zip(a, b, strict=True):
+        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-5)
+    sa = load_checkpoint(full / "checkpoints" / "last.pt")
+    sb = load_checkpoint(part / "checkpoints" / "last.pt")
+    assert sa["global_step"] == sb["global_step"]
+    for key in sa["model"]:
+        torch.testing.assert_close(sa["model"][key], sb["model"][key], rtol=1e-4, atol=1e-6)
 
 
 def _strict_json(path: Path) -> Any:
@@ -105,9 +117,12 @@ def test_trains_reports_loss_parts_and_registers_every_output(family, tmp_path, 
     kinds = {e.kind for e in live.values()}
     assert {"checkpoint", "summary"} <= kinds
     for event in live.values():
-        if event.kind == "embeddings":  # its rows are keyed by a registered ids file
+        if event.kind == "embeddings":  # its rows are keyed by a registered ids file ...
             ids = live[event.meta["ids"]]
             assert ids.kind == "ids" and ids.meta["id_column"]
+            # ... and mapped to 2-D for the dashboard
+            (projection,) = [p for p in live.values() if p.meta.get("of") == event.path]
+            assert projection.kind == "projection" and projection.meta["ids"] == ids.path
     stored = _strict_json(run / "summary.json")
     assert stored["family"] == family and stored["epochs_completed"] == 2
     assert stored["model"]["parameters"] > 0
@@ -131,15 +146,37 @@ def test_loss_parts_are_reported_for_training_and_validation(family, tmp_path, g
 @pytest.mark.parametrize("family", FAMILIES)
 def test_resume_equals_the_uninterrupted_run(family, tmp_path, gt_env, one_thread):
     full, part = stopped_and_resumed(contract_spec(family, epochs=3), tmp_path)
-    a, b = _epoch_rows(full), _epoch_rows(part)
-    assert [r["epoch"] for r in b] == [1, 2, 3]
-    for x, y in zip(a, b, strict=True):
-        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-5)
-    sa = load_checkpoint(full / "checkpoints" / "last.pt")
-    sb = load_checkpoint(part / "checkpoints" / "last.pt")
-    assert sa["global_step"] == sb["global_step"]
-    for key in sa["model"]:
-        torch.testing.assert_close(sa["model"][key], sb["model"][key], rtol=1e-4, atol=1e-6)
+    assert [r["epoch"] for r in _epoch_rows(part)] == [1, 2, 3]
+    _assert_same_run(full, part)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sigterm_mid_epoch_saves_at_the_next_step_and_resumes_exactly(
+    family, tmp_path, gt_env, one_thread, monkeypatch
+):
+    from core.trainer import PREEMPT, Preempted
+
+    spec = load_spec(contract_spec(family, epochs=3))
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(spec, full)
+    task_class = families()[family].task_class()
+    original = task_class.training_loss
+    calls: list[int] = []
+
+    def signalled(self, model, batch):  # SIGTERM arrives during the 1st batch of epoch 2
+        if self.epoch == 2 and not calls:
+            calls.append(self.global_step)
+            PREEMPT.set()
+        return original(self, model, batch)
+
+    monkeypatch.setattr(task_class, "training_loss", signalled)
+    with pytest.raises(Preempted, match="stopped by SIGTERM at epoch 2"):
+        train(spec, part)
+    state = load_checkpoint(part / "checkpoints" / "last.pt")
+    assert state["in_epoch"]["epoch"] == 2 and state["global_step"] == calls[0] + 1
+    monkeypatch.setattr(task_class, "training_loss", original)
+    train(spec, part, resume="auto")
+    _assert_same_run(full, part)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

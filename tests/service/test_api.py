@@ -34,12 +34,18 @@ JOB_ROUTES = [
     ("GET", "/jobs/{id}/embeddings"),
     ("GET", "/jobs/{id}/artifacts"),
     ("GET", "/jobs/{id}/artifacts/summary.json"),
+    ("GET", "/jobs/{id}/summary"),
+    ("GET", "/jobs/{id}/logs/stream"),
+    ("POST", "/jobs/{id}/retry"),
+    ("DELETE", "/jobs/{id}"),
 ]
 ROUTES = [
     ("POST", "/jobs"),
     ("GET", "/jobs"),
     ("POST", "/datasets"),
     ("GET", "/datasets"),
+    ("PUT", "/datasets/g"),
+    ("DELETE", "/datasets/g"),
     *JOB_ROUTES,
 ]
 
@@ -569,3 +575,38 @@ def test_bad_input_is_4xx_never_500(client, auth):
         assert 400 <= response.status_code < 500, (method, url, response.status_code, response.text)
     # PostgreSQL refuses a NUL character (422); SQLite simply finds nothing.
     assert client.get("/jobs?family=x%00", headers=auth).status_code in (200, 422)
+
+
+# --- the run's summary, retry and delete --------------------------------------------------------
+
+
+def test_summary_is_the_runs_summary_json_once_written(client, auth, sessions, service_settings):
+    job_id = submit(client, auth)
+    response = client.get(f"/jobs/{job_id}/summary", headers=auth)
+    assert (response.status_code, response.json()) == (404, {"detail": "summary not found"})
+    summary = {"best_epoch": 3, "monitor": "val_loss", "best_score": 0.5, "best_metrics": {}}
+    path = service_settings.artifact_root / job_id / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(summary))
+    with session_scope(sessions) as session:
+        queries.upsert_artifact(session, job_id, kind="summary", name="summary.json",
+                                path=f"{job_id}/summary.json", size=1, sha256="")  # fmt: skip
+    assert client.get(f"/jobs/{job_id}/summary", headers=auth).json() == summary
+
+
+def test_retry_and_delete_only_fit_finished_jobs(client, auth, sessions, dispatched):
+    job_id = submit(client, auth)
+    assert client.post(f"/jobs/{job_id}/retry", headers=auth).status_code == 409
+    assert client.delete(f"/jobs/{job_id}", headers=auth).status_code == 409
+    client.post(f"/jobs/{job_id}/cancel", headers=auth)
+    dispatched.fail = True  # the broker is down: the retry is not left queued
+    response = client.post(f"/jobs/{job_id}/retry", headers=auth)
+    assert response.status_code == 503
+    assert client.get(f"/jobs/{job_id}", headers=auth).json()["status"] == "failed"
+    dispatched.fail = False
+    job = client.post(f"/jobs/{job_id}/retry", headers=auth).json()
+    assert (job["status"], job["queue_position"], job["error"]) == ("queued", 1, None)
+    assert dispatched.job_ids == [job_id, job_id]
+    client.post(f"/jobs/{job_id}/cancel", headers=auth)
+    assert client.delete(f"/jobs/{job_id}", headers=auth).status_code == 204
+    assert client.get(f"/jobs/{job_id}", headers=auth).status_code == 404

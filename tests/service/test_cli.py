@@ -1,61 +1,23 @@
 """The `trainctl` client commands `artifacts` and `download` against a live API (uvicorn in a
-thread, on the test database), driven through click as a user would from a shell."""
+thread, on the test database: the `api_url` and `cli` fixtures of `tests/support/service.py`),
+driven through click as a user would from a shell."""
 
 from __future__ import annotations
 
 import csv
 import io
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
-from click.testing import CliRunner, Result
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.main import create_app
-from cli.main import main as trainctl
 from store import queries
 from store.db import session_scope
 from store.keys import get_or_create_owner
 from store.settings import Settings
 from tests.service.test_api_files import record, save_npy
-from tests.support.service import VALID_SPEC, RecordingDispatcher
-
-
-@pytest.fixture
-def api_url(
-    service_settings: Settings, dispatched: RecordingDispatcher, engine: Any
-) -> Iterator[str]:
-    """The API served over HTTP on a free local port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = create_app(service_settings, dispatch=dispatched)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
-
-
-@pytest.fixture
-def cli(api_url: str, api_key: str) -> Any:
-    def run(*args: str) -> Result:
-        env = {"TRAINCTL_URL": api_url, "TRAINCTL_API_KEY": api_key, "TRAINCTL_HOME": None}
-        return CliRunner().invoke(trainctl, list(args), env=env)
-
-    return run
+from tests.support.service import VALID_SPEC
 
 
 def new_job(sessions: sessionmaker[Session]) -> str:

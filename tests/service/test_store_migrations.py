@@ -106,3 +106,38 @@ def test_0002_keeps_old_artifact_rows_with_empty_meta_and_goes_back(backend, tmp
         engine.dispose()
         if backend == "postgresql":
             drop_pg_database(url)
+
+
+def test_0003_adds_the_job_phase_and_sqlite_keeps_rows_going_back(tmp_path):
+    """0003 alters `jobs` in place: on SQLite a table rebuild would cascade-delete the jobs'
+    metrics and artifacts."""
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade_head(url)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO owners (name, created_at) VALUES ('a', :t)"), {"t": NOW})
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, owner_id, family, name, spec, status, created_at, "
+                    "updated_at, run_dir, phase) VALUES ('j', 1, 'f', 'n', '{}', 'running', :t, "
+                    ":t, 'j', 'training')"
+                ),
+                {"t": NOW},
+            )
+            conn.execute(
+                text(
+                    'INSERT INTO metrics (job_id, attempt, epoch, "values", created_at) '
+                    "VALUES ('j', 1, 1, '{}', :t)"
+                ),
+                {"t": NOW},
+            )
+        downgrade(url, "0002")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM metrics")).scalar() == 1
+        upgrade_head(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT phase FROM jobs")).scalar() is None
+            assert conn.execute(text("SELECT count(*) FROM metrics")).scalar() == 1
+    finally:
+        engine.dispose()

@@ -617,3 +617,38 @@ def test_the_worker_consumes_the_task_the_api_sends(tmp_path: Path) -> None:
     assert run_job_task.name == TASK_NAME
     assert app.conf.task_routes == {TASK_NAME: {"queue": "q1"}}
     assert "worker.tasks" in app.conf.include
+
+
+PHASED_TRAINING = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from core.report import PhaseEvent, PhaseLog
+    out = Path(sys.argv[1])
+    log = PhaseLog(out)
+    for phase, total in (("loading data", None), ("training", 4)):
+        log(PhaseEvent(phase, total, "epoch" if total else None))
+        while not (out / f"go-{phase}").exists():  # the test has seen this phase
+            time.sleep(0.02)
+    with open(out / "events.jsonl", "a") as f:
+        f.write('{"event": "phase"}\\n')  # no phase name: skipped, the job goes on
+    """
+)
+
+
+def test_phase_events_become_the_jobs_phase(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    script = tmp_path / "phased.py"
+    script.write_text(PHASED_TRAINING)
+    ctx = make_context(settings, sessions, script)
+    ctx.command = lambda spec, out, devices, resume: [sys.executable, str(script), str(out)]
+    job_id = new_job(sessions)
+    run_dir = settings.artifact_root / job_id
+    thread, result = run_in_thread(job_id, ctx)
+    for phase in ("loading data", "training"):
+        wait_for(lambda p=phase: job_row(sessions, job_id).phase == p, 20, phase, every=0.02)
+        (run_dir / f"go-{phase}").touch()
+    thread.join(30)
+    assert result == ["succeeded"]
+    assert job_row(sessions, job_id).phase is None  # finished: no phase

@@ -9,12 +9,18 @@ from empty tables.
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
+from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
@@ -159,3 +165,39 @@ def auth(api_key: str) -> dict[str, str]:
 def other_auth(sessions: sessionmaker[Session]) -> dict[str, str]:
     """Headers of another owner, `mallory`."""
     return {"Authorization": f"Bearer {owner_key(sessions, 'mallory')}"}
+
+
+# --- the API over HTTP, and the CLI against it -------------------------------------------------
+
+
+@pytest.fixture
+def api_url(
+    service_settings: Settings, dispatched: RecordingDispatcher, engine: Engine
+) -> Iterator[str]:
+    """The API served over HTTP (uvicorn in a thread) on a free local port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(service_settings, dispatch=dispatched)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture
+def cli(api_url: str, api_key: str) -> Any:
+    """`cli("status", JOB)`: a `trainctl` command run in-process against `api_url` as alice."""
+    from cli.main import main as trainctl
+
+    def run(*args: str, input: str | None = None) -> Result:
+        env = {"TRAINCTL_URL": api_url, "TRAINCTL_API_KEY": api_key, "TRAINCTL_HOME": None}
+        return CliRunner().invoke(trainctl, list(args), env=env, input=input)
+
+    return run

@@ -32,6 +32,7 @@ from core.families.graphsage_skipgram.walks import (
     window_pairs,
 )
 from core.probe import probe_accuracy, probe_problem
+from core.report import report_phase
 from core.spec.data import EdgeListData
 from core.task import Output, RunContext, Task, embeddings_outputs
 
@@ -71,6 +72,7 @@ class GraphSageSkipGramTask(Task):
             self.x = graph.x
             if graph.x is not None and (graph.x != 0).float().mean() < 0.25:
                 self.x = graph.x.to_sparse_csr()
+        report_phase("generating walks")
         csr = CSR.from_edge_index(graph.edge_index, graph.num_nodes)
         sampler = NegativeSampler(csr.degree, spec.negatives.power)
         seed = spec.training.seed  # the same on every rank: ranks share the pair stream
