@@ -650,7 +650,12 @@ def artifacts(job_id: str, kind: str | None) -> None:
 # Besides every artifact's own name, `trainctl download` takes these: the (newest) artifact of
 # the kind of the same name, for a checkpoint the one tagged best (or `--name`).
 DOWNLOAD_ALIASES = ("embeddings", "checkpoint")
-FORMAT_SUFFIXES = {"npy": ".npy", "csv": ".csv"}
+FORMAT_SUFFIXES = {
+    "npy": ".npy",
+    "csv": ".csv",
+    "parquet": ".parquet",
+    "safetensors": ".safetensors",
+}
 
 
 @click.command()
@@ -667,8 +672,8 @@ FORMAT_SUFFIXES = {"npy": ".npy", "csv": ".csv"}
     "fmt",
     type=click.Choice(sorted(FORMAT_SUFFIXES)),
     default=None,
-    help="Embeddings: .npy array or CSV (<id column>,dim_0,...); default: OUTPUT's suffix, "
-    "else npy.",
+    help="Embeddings: .npy array, CSV (<id column>,dim_0,...), Parquet (id, embedding) or "
+    "safetensors (ids in its metadata); default: OUTPUT's suffix, else npy.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def download(job_id: str, name: str, checkpoint: str | None, fmt: str | None, output: Path) -> None:
@@ -713,7 +718,8 @@ def _download_target(
         return f"/jobs/{job_id}/artifacts/{quote(name, safe='/')}", {}
     suffix = output.suffix.lower()
     if fmt is None:
-        fmt = "csv" if suffix == ".csv" else "npy"
+        by_suffix = {v: k for k, v in FORMAT_SUFFIXES.items()}
+        fmt = by_suffix.get(suffix, "npy")
     elif suffix in FORMAT_SUFFIXES.values() and suffix != FORMAT_SUFFIXES[fmt]:
         raise click.UsageError(
             f"--format {fmt} writes {fmt.upper()}, but OUTPUT {output.name} ends in {suffix}; "
@@ -813,6 +819,38 @@ def datasets_delete(name: str) -> None:
     click.echo(f"dataset {name}: deleted")
 
 
+@click.command()
+@click.argument("job_id")
+@click.argument("row_id")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--metric", type=click.Choice(["cosine", "dot"]), default="cosine", show_default=True)
+def neighbors(job_id: str, row_id: str, k: int, metric: str) -> None:
+    """The K rows of JOB_ID's embeddings nearest to the row ROW_ID (a node, graph, text or site
+    id as the embeddings CSV keys it), best first."""
+    body = ApiClient.from_env().request(
+        "GET",
+        f"/jobs/{job_id}/embeddings/neighbors",
+        params={"id": row_id, "k": k, "metric": metric},
+    )
+    rows = [(str(i), n["id"], f"{n['score']:.4f}") for i, n in enumerate(body["data"], 1)]
+    _table(("RANK", "ID", metric.upper()), rows)
+
+
+@click.command()
+@click.argument("job_a")
+@click.argument("job_b")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True)
+def compare(job_a: str, job_b: str, k: int) -> None:
+    """How much the embeddings of two jobs over the same ids agree: linear CKA (1: the same up
+    to rotation and scale) and the mean overlap of each row's K nearest neighbours."""
+    body = ApiClient.from_env().request(
+        "GET", "/compare/embeddings", params={"a": job_a, "b": job_b, "k": k}
+    )
+    click.echo(f"common ids      {body['common_ids']}")
+    click.echo(f"linear CKA      {body['linear_cka']:.4f}")
+    click.echo(f"kNN overlap@{k:<3} {body['knn_overlap']:.4f} (over {body['query_rows']} rows)")
+
+
 CLIENT_COMMANDS = (
     submit,
     jobs,
@@ -825,5 +863,7 @@ CLIENT_COMMANDS = (
     delete,
     artifacts,
     download,
+    neighbors,
+    compare,
     datasets,
 )

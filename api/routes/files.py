@@ -22,7 +22,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import OwnedJob, SessionDep, SettingsDep
-from api.files import embeddings_csv, open_embeddings, read_upto, tail_lines
+from api.files import (
+    embeddings_csv,
+    embeddings_parquet,
+    embeddings_safetensors,
+    open_embeddings,
+    read_upto,
+    row_ids,
+    tail_lines,
+)
 from api.schemas import ArtifactPublic, ArtifactsPublic
 from store import queries
 from store.models import FINISHED_STATUSES, Artifact, Job
@@ -35,6 +43,11 @@ router = APIRouter(prefix="/jobs/{job_id}", tags=["files"])
 
 LOG_FILE = "logs.txt"
 CHECKPOINT_ALIASES = ("best", "last")
+EMBEDDING_MEDIA_TYPES = {
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+    "safetensors": "application/octet-stream",
+}
 # Runs recorded before artifacts had meta keyed embeddings with an artifact of one of these kinds
 # (and this CSV column); newer ones name theirs in the embeddings' `meta.ids`.
 LEGACY_ID_COLUMNS = {"node_ids": "node_id", "graph_ids": "graph_id"}
@@ -252,23 +265,32 @@ def download_embeddings(
     job: OwnedJob,
     session: SessionDep,
     settings: SettingsDep,
-    format: Literal["npy", "csv"] = "npy",
+    format: Literal["npy", "csv", "parquet", "safetensors"] = "npy",
     name: Annotated[
         str | None, Query(description="an embeddings artifact's name (default: the newest)")
     ] = None,
 ) -> FileResponse | StreamingResponse:
-    """The embeddings as `.npy`, or as CSV (`<id column>,dim_0,...`, one row per embedded
-    node or graph) with `?format=csv`."""
+    """The embeddings as `.npy` (float32 [rows, dim]); as CSV (`<id column>,dim_0,...`);
+    as Parquet (`<id column>` string, `embedding` fixed-size list of float32); or as
+    safetensors (`embeddings` F32 [rows, dim], the ids in its metadata). Every format but npy is
+    produced chunk by chunk while it is sent."""
     artifact = queries.find_artifact(session, job.id, name=name, kind="embeddings")
     path = _artifact_file(settings, artifact, "embeddings")
     assert artifact is not None
     if format == "npy":
         return _download(path, "embeddings.npy")
     ids_path, id_column = _ids_of(session, settings, artifact)
+    emb = open_embeddings(path)
+    if format == "csv":
+        body = embeddings_csv(emb, ids_path, id_column)
+    else:
+        ids = row_ids(ids_path, emb.shape[0], id_column)
+        make = embeddings_parquet if format == "parquet" else embeddings_safetensors
+        body = make(emb, ids, id_column)
     return StreamingResponse(
-        embeddings_csv(open_embeddings(path), ids_path, id_column),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="embeddings.csv"'},
+        body,
+        media_type=EMBEDDING_MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="embeddings.{format}"'},
     )
 
 

@@ -129,3 +129,44 @@ def test_linear_cka_is_invariant_to_rotation_and_scale():
     index = EmbeddingIndex(x.astype(np.float32), [str(i) for i in range(200)])
     (hits,) = index.search(x[0], 5, exclude=[0])
     assert 0 not in [h.row for h in hits] and len(hits) == 5
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "safetensors"])
+def test_embeddings_download_as_parquet_and_safetensors(
+    client, auth, sessions, service_settings, emb, fmt
+):
+    import io
+    import json
+
+    job_id = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    response = client.get(f"/jobs/{job_id}/embeddings", params={"format": fmt}, headers=auth)
+    assert response.status_code == 200, response.text[:300]
+    assert f'filename="embeddings.{fmt}"' in response.headers["content-disposition"]
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(response.content))
+        assert table.column("node_id").to_pylist() == [f"n{i}" for i in range(300)]
+        np.testing.assert_array_equal(np.array(table.column("embedding").to_pylist()), emb)
+    else:
+        from safetensors.numpy import load
+
+        np.testing.assert_array_equal(load(response.content)["embeddings"], emb)
+        header_size = int.from_bytes(response.content[:8], "little")
+        meta = json.loads(response.content[8 : 8 + header_size])["__metadata__"]
+        assert json.loads(meta["ids"])[:2] == ["n0", "n1"] and meta["id_column"] == "node_id"
+
+
+def test_cli_neighbors_compare_and_download_formats(
+    cli, auth, client, sessions, service_settings, emb, tmp_path
+):
+    job_id = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    result = cli("neighbors", job_id, "n7", "-k", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["RANK", "ID", "COSINE"] and len(lines) == 4
+    assert cli("compare", job_id, job_id).output.splitlines()[1].split()[-1] == "1.0000"
+    out = tmp_path / "e.parquet"
+    result = cli("download", job_id, "embeddings", "-o", str(out))  # the suffix picks it
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"PAR1"
