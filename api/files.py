@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,22 +88,25 @@ def _csv_field(value: str) -> str:
     return value
 
 
-def row_ids(path: Path | None, rows: int, id_column: str) -> list[str]:
-    """The ids of `rows` embedding rows in order: the `id_column` column of the ids CSV (read
-    by pyarrow's C++ CSV reader), else the row index."""
+def row_ids(path: Path | None, rows: int, id_column: str) -> Any:
+    """The ids of `rows` embedding rows in order, as a pyarrow string array (compact: no
+    Python string per row): the `id_column` column of the ids CSV (read by pyarrow's C++ CSV
+    reader), else the row index."""
+    import pyarrow as pa
+
     if path is not None and path.is_file():
         from pyarrow import csv as pacsv
 
-        options = pacsv.ConvertOptions(column_types={id_column: "string"})
+        options = pacsv.ConvertOptions(column_types={id_column: pa.string()})
         try:
             table = pacsv.read_csv(path, convert_options=options)
         except Exception as exc:  # a malformed ids file: keyed by row, and said in the log
             log.warning("%s: unreadable ids (%s); rows keyed by index", path, exc)
             table = None
         if table is not None and id_column in table.column_names and table.num_rows == rows:
-            return [str(v) for v in table.column(id_column).to_pylist()]
+            return table.column(id_column).combine_chunks()
         log.warning("%s does not key %d rows by %r; rows keyed by index", path, rows, id_column)
-    return [str(i) for i in range(rows)]
+    return pa.array(np.arange(rows).astype(str))
 
 
 class _Drain:
@@ -135,7 +139,7 @@ class _Drain:
 PARQUET_ROWS_PER_GROUP = 65_536
 
 
-def embeddings_parquet(emb: np.ndarray, ids: list[str], id_column: str) -> Iterator[bytes]:
+def embeddings_parquet(emb: np.ndarray, ids: Any, id_column: str) -> Iterator[bytes]:
     """A Parquet file with the columns `<id_column>` (string) and `embedding`
     (fixed-size list of float32 [dim]), one row group per 65,536 rows, produced as it is
     written. Uncompressed: float embeddings barely compress, and speed is the point."""
@@ -151,7 +155,7 @@ def embeddings_parquet(emb: np.ndarray, ids: list[str], id_column: str) -> Itera
     for start in range(0, rows, PARQUET_ROWS_PER_GROUP):
         block = np.ascontiguousarray(emb[start : start + PARQUET_ROWS_PER_GROUP], dtype=np.float32)
         values = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
-        names = pa.array(ids[start : start + block.shape[0]], type=pa.string())
+        names = ids[start : start + block.shape[0]]
         writer.write_table(pa.Table.from_arrays([names, values], schema=schema))
         yield sink.take()
     writer.close()
@@ -159,14 +163,16 @@ def embeddings_parquet(emb: np.ndarray, ids: list[str], id_column: str) -> Itera
 
 
 def embeddings_safetensors(
-    emb: np.ndarray, ids: list[str], id_column: str, chunk_rows: int = 65_536
+    emb: np.ndarray, ids: Any, id_column: str, chunk_rows: int = 65_536
 ) -> Iterator[bytes]:
     """A safetensors file (https://github.com/huggingface/safetensors, its documented layout:
     8-byte little-endian header size, JSON header, raw little-endian data) holding `embeddings`
-    F32 [rows, dim]; the ids are in its metadata (`ids`: a JSON list, `id_column`)."""
+    F32 [rows, dim]; the ids are in its metadata (`ids`: a JSON list, `id_column`). The header
+    holds every id at once (the format puts metadata first); the data stream in chunks."""
     rows, dim = emb.shape
+    id_list = ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
     header = {
-        "__metadata__": {"ids": json.dumps(ids), "id_column": id_column},
+        "__metadata__": {"ids": json.dumps(id_list), "id_column": id_column},
         "embeddings": {"dtype": "F32", "shape": [rows, dim], "data_offsets": [0, rows * dim * 4]},
     }
     text = json.dumps(header, separators=(",", ":")).encode()

@@ -340,13 +340,17 @@ def main() -> None:
             engine.dispose()
             print()
             proc = psutil.Process(server.pid)
-            for label in ("first", "second"):
-                r = download(port, f"/jobs/{job_id}/embeddings", key, proc)
+            rates = {}
+            for fmt in ("npy", "npy", "parquet", "safetensors"):
+                r = download(port, f"/jobs/{job_id}/embeddings?format={fmt}", key, proc)
+                rates[fmt] = r["mb_s"]  # npy: the second (warm) run
                 print(
-                    f"GET /jobs/{{id}}/embeddings, {size / 1e6:.0f} MB .npy ({label}): "
-                    f"{r['mb_s']:.0f} MB/s ({r['seconds']:.2f} s), "
+                    f"GET /jobs/{{id}}/embeddings?format={fmt}, {size / 1e6:.0f} MB array: "
+                    f"{r['mb_s']:.0f} MB/s of response ({r['seconds']:.2f} s), "
                     f"API process RSS growth {r['rss_mb']:.1f} MB"
                 )
+            for fmt in ("parquet", "safetensors"):
+                print(f"{fmt} / npy throughput: {rates[fmt] / rates['npy']:.2f}")
     finally:
         if server is not None:
             server.terminate()
