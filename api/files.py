@@ -91,7 +91,7 @@ def _csv_field(value: str) -> str:
 def row_ids(path: Path | None, rows: int, id_column: str) -> Any:
     """The ids of `rows` embedding rows in order, as a pyarrow string array (compact: no
     Python string per row): the `id_column` column of the ids CSV (read by pyarrow's C++ CSV
-    reader), else the row index."""
+    reader); None when the rows are keyed by their index (made chunk by chunk where needed)."""
     import pyarrow as pa
 
     if path is not None and path.is_file():
@@ -106,7 +106,50 @@ def row_ids(path: Path | None, rows: int, id_column: str) -> Any:
         if table is not None and id_column in table.column_names and table.num_rows == rows:
             return table.column(id_column).combine_chunks()
         log.warning("%s does not key %d rows by %r; rows keyed by index", path, rows, id_column)
-    return pa.array(np.arange(rows).astype(str))
+    return None
+
+
+def _index_ids(start: int, stop: int) -> Any:
+    import pyarrow as pa
+
+    return pa.array(np.arange(start, stop).astype(str))
+
+
+class NpyChunks:
+    """A 2-D `.npy` read in row chunks with plain file reads (no memory map: what is sent is
+    not kept mapped into the API process)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with path.open("rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if len(shape) == 1:
+            shape = (shape[0], 1)
+        if len(shape) != 2 or fortran or dtype.hasobject:
+            raise ValueError(f"{path.name}: expected a 2-D C-ordered numeric array, got {shape}")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+
+    def raw(self, rows_per_chunk: int) -> Iterator[bytes]:
+        """The data bytes, `rows_per_chunk` rows at a time."""
+        step = rows_per_chunk * self.shape[1] * self.dtype.itemsize
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            while data := f.read(step):
+                yield data
+
+    def chunks(self, rows_per_chunk: int) -> Iterator[np.ndarray]:
+        """Float32 arrays of up to `rows_per_chunk` rows [rows, dim]."""
+        for data in self.raw(rows_per_chunk):
+            block = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.shape[1])
+            yield block.astype(np.float32, copy=False)
 
 
 class _Drain:
@@ -139,44 +182,59 @@ class _Drain:
 PARQUET_ROWS_PER_GROUP = 65_536
 
 
-def embeddings_parquet(emb: np.ndarray, ids: Any, id_column: str) -> Iterator[bytes]:
+def embeddings_parquet(emb: NpyChunks, ids: Any, id_column: str) -> Iterator[bytes]:
     """A Parquet file with the columns `<id_column>` (string) and `embedding`
     (fixed-size list of float32 [dim]), one row group per 65,536 rows, produced as it is
-    written. Uncompressed: float embeddings barely compress, and speed is the point."""
+    written. Uncompressed and PLAIN-encoded: float embeddings barely compress, and speed is
+    the point."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows, dim = emb.shape
+    dim = emb.shape[1]
     schema = pa.schema([(id_column, pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
     sink = _Drain()
     writer = pq.ParquetWriter(
-        sink, schema, compression="none", use_dictionary=False, write_statistics=False
+        sink,
+        schema,
+        compression="none",
+        use_dictionary=False,
+        write_statistics=False,
+        column_encoding={id_column: "PLAIN", "embedding.list.element": "PLAIN"},
     )
-    for start in range(0, rows, PARQUET_ROWS_PER_GROUP):
-        block = np.ascontiguousarray(emb[start : start + PARQUET_ROWS_PER_GROUP], dtype=np.float32)
+    start = 0
+    for block in emb.chunks(PARQUET_ROWS_PER_GROUP):
         values = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
-        names = ids[start : start + block.shape[0]]
+        stop = start + block.shape[0]
+        names = ids[start:stop] if ids is not None else _index_ids(start, stop)
         writer.write_table(pa.Table.from_arrays([names, values], schema=schema))
+        start += block.shape[0]
         yield sink.take()
     writer.close()
     yield sink.take()
 
 
 def embeddings_safetensors(
-    emb: np.ndarray, ids: Any, id_column: str, chunk_rows: int = 65_536
+    emb: NpyChunks, ids: Any, id_column: str, chunk_rows: int = 65_536
 ) -> Iterator[bytes]:
     """A safetensors file (https://github.com/huggingface/safetensors, its documented layout:
     8-byte little-endian header size, JSON header, raw little-endian data) holding `embeddings`
-    F32 [rows, dim]; the ids are in its metadata (`ids`: a JSON list, `id_column`). The header
-    holds every id at once (the format puts metadata first); the data stream in chunks."""
+    F32 [rows, dim]; the ids are in its metadata (`ids`: a JSON list, `id_column`; no `ids`
+    when rows are keyed by their index). The header holds every id at once (the format puts
+    metadata first); the data stream in chunks, as the file's own bytes where they are
+    little-endian float32 already."""
     rows, dim = emb.shape
-    id_list = ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
+    metadata = {"id_column": id_column}
+    if ids is not None:  # else the rows are keyed by their index
+        metadata["ids"] = json.dumps(ids.to_pylist())
     header = {
-        "__metadata__": {"ids": json.dumps(id_list), "id_column": id_column},
+        "__metadata__": metadata,
         "embeddings": {"dtype": "F32", "shape": [rows, dim], "data_offsets": [0, rows * dim * 4]},
     }
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data start 8-byte aligned
     yield len(text).to_bytes(8, "little") + text
-    for start in range(0, rows, chunk_rows):
-        yield np.ascontiguousarray(emb[start : start + chunk_rows], dtype="<f4").tobytes()
+    if emb.dtype == np.dtype("<f4"):  # the file's bytes are the tensor's bytes
+        yield from emb.raw(chunk_rows)
+    else:
+        for block in emb.chunks(chunk_rows):
+            yield block.astype("<f4").tobytes()

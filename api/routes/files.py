@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import OwnedJob, SessionDep, SettingsDep
 from api.files import (
+    NpyChunks,
     embeddings_csv,
     embeddings_parquet,
     embeddings_safetensors,
@@ -280,10 +281,10 @@ def download_embeddings(
     if format == "npy":
         return _download(path, "embeddings.npy")
     ids_path, id_column = _ids_of(session, settings, artifact)
-    emb = open_embeddings(path)
     if format == "csv":
-        body = embeddings_csv(emb, ids_path, id_column)
+        body = embeddings_csv(open_embeddings(path), ids_path, id_column)
     else:
+        emb = NpyChunks(path)
         ids = row_ids(ids_path, emb.shape[0], id_column)
         make = embeddings_parquet if format == "parquet" else embeddings_safetensors
         body = make(emb, ids, id_column)
