@@ -112,7 +112,7 @@ def row_ids(path: Path | None, rows: int, id_column: str) -> Any:
 def _index_ids(start: int, stop: int) -> Any:
     import pyarrow as pa
 
-    return pa.array(np.arange(start, stop).astype(str))
+    return pa.array(np.arange(start, stop).astype(str), memory_pool=pa.system_memory_pool())
 
 
 class NpyChunks:
@@ -174,18 +174,23 @@ class _Drain:
     def close(self) -> None:
         self.closed = True
 
-    def take(self) -> bytes:
-        data, self.parts = b"".join(self.parts), []
-        return data
+    def take(self) -> list[bytes]:
+        """What was written since the last take, as written (no copy into one buffer)."""
+        parts, self.parts = self.parts, []
+        return parts
 
 
-PARQUET_ROWS_PER_GROUP = 65_536
+CHUNK_BYTES = 8 * 1024 * 1024  # embedding bytes per row group / chunk sent
+
+
+def _rows_per_chunk(dim: int) -> int:
+    return max(1, CHUNK_BYTES // (4 * dim))
 
 
 def embeddings_parquet(emb: NpyChunks, ids: Any, id_column: str) -> Iterator[bytes]:
     """A Parquet file with the columns `<id_column>` (string) and `embedding`
-    (fixed-size list of float32 [dim]), one row group per 65,536 rows, produced as it is
-    written. Uncompressed and PLAIN-encoded: float embeddings barely compress, and speed is
+    (fixed-size list of float32 [dim]), one row group per 8 MB of embeddings, produced as it
+    is written. Uncompressed and PLAIN-encoded: float embeddings barely compress, and speed is
     the point."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -193,29 +198,33 @@ def embeddings_parquet(emb: NpyChunks, ids: Any, id_column: str) -> Iterator[byt
     dim = emb.shape[1]
     schema = pa.schema([(id_column, pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
     sink = _Drain()
+    # The system allocator gives each row group's buffers back at once (mimalloc, pyarrow's
+    # default, keeps ~100 MB of them in the API process after a large download).
+    pool = pa.system_memory_pool()
     writer = pq.ParquetWriter(
         sink,
         schema,
+        memory_pool=pool,
         compression="none",
         use_dictionary=False,
         write_statistics=False,
         column_encoding={id_column: "PLAIN", "embedding.list.element": "PLAIN"},
     )
     start = 0
-    for block in emb.chunks(PARQUET_ROWS_PER_GROUP):
-        values = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
+    for block in emb.chunks(_rows_per_chunk(dim)):
+        values = pa.FixedSizeListArray.from_arrays(
+            pa.array(block.reshape(-1), memory_pool=pool), dim
+        )
         stop = start + block.shape[0]
         names = ids[start:stop] if ids is not None else _index_ids(start, stop)
         writer.write_table(pa.Table.from_arrays([names, values], schema=schema))
         start += block.shape[0]
-        yield sink.take()
+        yield from sink.take()
     writer.close()
-    yield sink.take()
+    yield from sink.take()
 
 
-def embeddings_safetensors(
-    emb: NpyChunks, ids: Any, id_column: str, chunk_rows: int = 65_536
-) -> Iterator[bytes]:
+def embeddings_safetensors(emb: NpyChunks, ids: Any, id_column: str) -> Iterator[bytes]:
     """A safetensors file (https://github.com/huggingface/safetensors, its documented layout:
     8-byte little-endian header size, JSON header, raw little-endian data) holding `embeddings`
     F32 [rows, dim]; the ids are in its metadata (`ids`: a JSON list, `id_column`; no `ids`
@@ -233,6 +242,7 @@ def embeddings_safetensors(
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data start 8-byte aligned
     yield len(text).to_bytes(8, "little") + text
+    chunk_rows = _rows_per_chunk(dim)
     if emb.dtype == np.dtype("<f4"):  # the file's bytes are the tensor's bytes
         yield from emb.raw(chunk_rows)
     else:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 FAMILY_PACKAGES: tuple[str, ...] = (
     "graphsage_skipgram",
     "graph_transformer",
+    "denoising_vae",
+    "dt_gcnn",
 )
 
 

@@ -27,7 +27,7 @@ from core.spec.splits import FractionsSplit, OwnSplit
 class TripletDerivation(Section):
     """How scored pairs become (anchor, positive, negative) triplets."""
 
-    positive_min_score: float | None = Field(
+    positive_min_score: Annotated[float, Field(ge=-1e9, le=1e9)] | None = Field(
         default=4.0,
         description="a pair scoring at least this is a positive; null: score alone "
         "never makes a positive",
@@ -35,7 +35,7 @@ class TripletDerivation(Section):
     entailment_positive: bool = Field(
         default=True, description="an entailed pair is a positive whatever its score (SICK)"
     )
-    negative_max_score: float | None = Field(
+    negative_max_score: Annotated[float, Field(ge=-1e9, le=1e9)] | None = Field(
         default=2.5,
         description="the anchor's own partners scoring at most this are negatives; null: none",
     )
@@ -46,7 +46,9 @@ class TripletDerivation(Section):
     symmetric: bool = Field(
         default=True, description="each positive pair gives two triplets: a and b as anchor"
     )
-    seed: int | None = Field(default=None, description="default: training.seed")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = Field(
+        default=None, description="default: training.seed"
+    )
 
     @model_validator(mode="after")
     def _some_positive(self) -> TripletDerivation:
@@ -78,7 +80,7 @@ class SickData(Section):
     format: Literal["sick"]
     path: Annotated[str, Field(min_length=1, max_length=500)] = "SICK"
     triplets: TripletDerivation = Field(default_factory=TripletDerivation)
-    max_pairs: Annotated[int, Field(ge=3)] | None = Field(
+    max_pairs: Annotated[int, Field(ge=3, le=10**9)] | None = Field(
         default=None,
         description="keep at most this many pairs, the first rows of each split in proportion "
         "(quick runs and tests)",

@@ -121,8 +121,10 @@ def test_trains_reports_loss_parts_and_registers_every_output(family, tmp_path, 
             ids = live[event.meta["ids"]]
             assert ids.kind == "ids" and ids.meta["id_column"]
             # ... and mapped to 2-D for the dashboard
-            (projection,) = [p for p in live.values() if p.meta.get("of") == event.path]
-            assert projection.kind == "projection" and projection.meta["ids"] == ids.path
+            (projection,) = [
+                p for p in live.values() if p.kind == "projection" and p.meta["of"] == event.path
+            ]
+            assert projection.meta["ids"] == ids.path
     stored = _strict_json(run / "summary.json")
     assert stored["family"] == family and stored["epochs_completed"] == 2
     assert stored["model"]["parameters"] > 0

@@ -33,9 +33,52 @@ def _graph_transformer() -> dict[str, Any]:
     )
 
 
+def _denoising_vae() -> dict[str, Any]:
+    return {
+        "family": "denoising_vae",
+        "name": "contract-vae",
+        # mite, fold 0 of 5: 50 training sites (an even count: two ranks need no padding).
+        "data": {
+            "format": "species_matrix",
+            "path": "mite/mite.csv",
+            "id_column": "sample",
+            "split": {"kind": "kfold", "k": 5, "fold": 0, "val_fraction": 0.1},
+        },
+        "model": {"hidden_dim": 16, "hidden_layers": 2, "latent_dim": 4},
+        "noise": {"kind": "masking", "rate": 0.2},
+        "kl_anneal_steps": 8,
+        "training": {"batch_size": 10, "seed": 3},
+        "optimizer": {"name": "sgd", "lr": 0.01},
+    }
+
+
+def _dt_gcnn() -> dict[str, Any]:
+    # 118 training triplets from the first 300 SICK pairs: an even count, so two ranks need no
+    # padding. Corpus scope: every rank runs the GCN (and its batch norm) over all training
+    # texts, so batch statistics and the kNN graph, rebuilt every epoch, agree across ranks.
+    return {
+        "family": "dt_gcnn",
+        "name": "tiny-dt-gcnn",
+        "data": {
+            "format": "sick",
+            "max_pairs": 300,
+            "triplets": {"negative_max_score": 3.5, "random_negatives": 1},
+        },
+        "features": {"name": "tfidf_svd", "dim": 32},
+        "model": {"gcn_layers": 1, "hidden_dims": [16], "out_dim": 8, "dropout": 0.0,
+                  "graph_mix_init": 0.5},
+        "graph": {"k": 4, "min_similarity": 0.0, "rebuild_every_n_epochs": 1, "scope": "corpus"},
+        "mining": {"strategy": "none"},
+        "training": {"batch_size": 32, "seed": 3},
+        "optimizer": {"name": "sgd", "lr": 0.1},
+    }  # fmt: skip
+
+
 CONTRACT_SPECS: dict[str, Any] = {
     "graphsage_skipgram": _graphsage,
     "graph_transformer": _graph_transformer,
+    "denoising_vae": _denoising_vae,
+    "dt_gcnn": _dt_gcnn,
 }
 
 
