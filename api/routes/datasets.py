@@ -149,13 +149,22 @@ def _replace(
     return _public(dataset, owner)
 
 
-VALIDATED_FORMATS = ("edge_list",)
+VALIDATED_FORMATS = ("edge_list", "species_matrix", "records")
 _EDGE_LIST_FIELDS = ("header", "comment", "src_column", "dst_column", "delimiter")
+# The records reader's default columns (eBird's), as the denoising VAE spec has them.
+_RECORD_COLUMNS = {
+    "event_column": "SAMPLING EVENT IDENTIFIER",
+    "species_column": "SCIENTIFIC NAME",
+    "count_column": "OBSERVATION COUNT",
+}
 
 
 def _validate(upload: Upload) -> None:
-    """Check the file as the form's `format` says (nothing to check without one); 422 with the
-    reader's message (file, line, column, allowed values) when it cannot be used."""
+    """Check the file as the form's `format` says, with the reader training uses (nothing to
+    check without a format); 422 with the reader's message (file, line, column, allowed
+    values) when it cannot be used. `edge_list` takes the edge-list fields of a spec's `data`
+    (header, comment, src_column, dst_column, delimiter); `species_matrix` an `id_column`;
+    `records` the `event_column`, `species_column` and `count_column` names."""
     kind = upload.fields.get("format")
     if kind is None:
         return
@@ -171,17 +180,22 @@ def _validate(upload: Upload) -> None:
         )
     from pydantic import ValidationError
 
-    from core.data.edges import read_edges
-    from core.data.errors import DataError, DataWarnings
-    from core.spec.data import EdgeListData
+    from core.data.errors import DataError
 
     shown = safe_filename(upload.filename)
-    options = {k: upload.fields[k] for k in _EDGE_LIST_FIELDS if k in upload.fields}
-    if options.get("header") in ("true", "false"):
-        options["header"] = options["header"] == "true"  # type: ignore[assignment]
     try:
-        spec = EdgeListData(format="edge_list", path=shown, **options)  # type: ignore[arg-type]
-        read_edges(spec, DataWarnings(), path=upload.tmp_path)
+        if kind == "edge_list":
+            _check_edge_list(upload, shown)
+        elif kind == "species_matrix":
+            from core.data.tables import parse_table
+
+            parse_table(upload.tmp_path, shown, upload.fields.get("id_column") or None,
+                        nonnegative=True, allowed="counts or cover values >= 0")  # fmt: skip
+        else:
+            from core.data.tables import parse_columns
+
+            names = [upload.fields.get(k) or v for k, v in _RECORD_COLUMNS.items()]
+            parse_columns(upload.tmp_path, shown, names, roles=["event", "species", "count"])
     except ValidationError as exc:
         detail = [
             {"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]}
@@ -192,6 +206,20 @@ def _validate(upload: Upload) -> None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail=[{"loc": "file", "msg": str(exc)}]
         ) from None
+
+
+def _check_edge_list(upload: Upload, shown: str) -> None:
+    from core.data.edges import read_edges
+    from core.data.errors import DataWarnings
+    from core.spec.data import EdgeListData
+
+    options: dict[str, object] = {
+        k: upload.fields[k] for k in _EDGE_LIST_FIELDS if k in upload.fields
+    }
+    if options.get("header") in ("true", "false"):
+        options["header"] = options["header"] == "true"
+    spec = EdgeListData(format="edge_list", path=shown, **options)  # type: ignore[arg-type]
+    read_edges(spec, DataWarnings(), path=upload.tmp_path)
 
 
 def _register(

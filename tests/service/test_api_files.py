@@ -502,5 +502,29 @@ def test_a_valid_edge_list_upload_with_reader_options_is_stored(client, auth, se
     assert bad.status_code == 422
     assert bad.json()["detail"][0] == {
         "loc": "format",
-        "msg": "unknown format 'parquet'; allowed: edge_list",
+        "msg": "unknown format 'parquet'; allowed: edge_list, species_matrix, records",
     }
+
+
+@pytest.mark.parametrize(
+    "fields, content, message",
+    [
+        ({"format": "species_matrix", "id_column": "site"}, b"site,a,b\ns1,1,two\n",
+         "sites.csv, line 2, column 'b': 'two' is not a finite number"),
+        ({"format": "species_matrix"}, b"a,b\n1,-3\n", "sites.csv, line 2, column 'b'"),
+        ({"format": "records", "species_column": "taxon"}, b"event,species,count\ne1,x,1\n",
+         "sites.csv"),
+    ],
+)  # fmt: skip
+def test_table_and_record_uploads_are_checked_by_the_training_reader(
+    client, auth, service_settings, fields, content, message
+):
+    response = client.post(
+        "/datasets",
+        data={"name": "m", **fields},
+        files={"file": ("sites.csv", content)},
+        headers=auth,
+    )
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"][0]["msg"]
+    assert files_under(service_settings.upload_root) == []
