@@ -33,6 +33,7 @@ def test_train_writes_outputs_and_applies_overrides(tmp_path):
     phases = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [(p["phase"], p["total"]) for p in phases] == [
         ("loading data", None),
+        ("generating walks", None),
         ("training", 2),
         ("writing outputs", None),
     ]
