@@ -21,8 +21,7 @@ def relative_path(value: str) -> str:
     parts = PurePosixPath(value.replace("\\", "/")).parts
     if value.startswith(("/", "\\")) or ".." in parts or ":" in value:
         raise ValueError(
-            "must be a path relative to a data root (the folders in TRAINCTL_DATA_ROOT, and "
-            "your uploads on the service), without '..' (e.g. 'mygraph/edges.csv')"
+            "must be a path relative to the data root, without '..' (e.g. 'mygraph/edges.csv')"
         )
     return value
 
