@@ -193,6 +193,15 @@ class BaseJobSpec(Section):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
+    def monitor_by_default(self, name: str, mode: Mode) -> None:
+        """Checkpointing and early stopping monitor `name` (`mode`) unless the spec names their
+        own monitors (a family's metric for best)."""
+        if "monitor" not in self.checkpoint.model_fields_set:
+            self.checkpoint.monitor, self.checkpoint.mode = name, mode
+        es = self.early_stopping
+        if es is not None and "monitor" not in es.model_fields_set:
+            es.monitor, es.mode = name, mode
+
     @classmethod
     def family_name(cls) -> str:
         """The `family` value this spec model accepts (its one-value Literal)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from core.spec.common import Section
 from core.spec.splits import AnySplit, DerivedSplit, FractionsSplit, OwnSplit
@@ -24,6 +24,10 @@ def relative_path(value: str) -> str:
             "must be a path relative to the data root, without '..' (e.g. 'mygraph/edges.csv')"
         )
     return value
+
+
+# A file or folder under the data root (checked by `relative_path`).
+DataPath = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(relative_path)]
 
 
 class PlanetoidData(Section):
@@ -140,7 +144,7 @@ class TUUploadData(Section):
     subdirectory holding them)."""
 
     format: Literal["tu_upload"]
-    path: Annotated[str, Field(min_length=1, max_length=500)]
+    path: DataPath
     use_node_attributes: bool = True
     missing_targets: Literal["error", "drop"] = Field(
         default="error",
@@ -148,11 +152,6 @@ class TUUploadData(Section):
         "naming them, or leave those graphs out (logged, listed in data_warnings)",
     )
     split: DerivedSplit = Field(default_factory=lambda: FractionsSplit(kind="fractions"))
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
 
 
 GraphSetData = Annotated[ZincData | TUData | TUUploadData, Field(discriminator="format")]

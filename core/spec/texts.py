@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from core.spec.common import Section
-from core.spec.data import relative_path
+from core.spec.data import DataPath
 from core.spec.splits import FractionsSplit, OwnSplit
 
 
@@ -78,7 +78,7 @@ class SickData(Section):
     """SICK as shipped: `<data root>/<path>/SICK_{train,trial,test_annotated}.txt`."""
 
     format: Literal["sick"]
-    path: Annotated[str, Field(min_length=1, max_length=500)] = "SICK"
+    path: DataPath = "SICK"
     triplets: TripletDerivation = Field(default_factory=TripletDerivation)
     max_pairs: Annotated[int, Field(ge=3, le=10**9)] | None = Field(
         default=None,
@@ -86,17 +86,12 @@ class SickData(Section):
         "(quick runs and tests)",
     )
 
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
-
 
 class ScoredPairsData(Section):
     """A CSV (or TSV: `.tsv`/`.txt` or `delimiter`) of two text columns and a numeric score."""
 
     format: Literal["scored_pairs"]
-    path: Annotated[str, Field(min_length=1, max_length=500)]
+    path: DataPath
     text_a_column: str = "sentence_a"
     text_b_column: str = "sentence_b"
     score_column: str = "score"
@@ -116,11 +111,6 @@ class ScoredPairsData(Section):
         default_factory=lambda: FractionsSplit(kind="fractions")
     )
     triplets: TripletDerivation = Field(default_factory=TripletDerivation)
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
 
     @model_validator(mode="after")
     def _split_source(self) -> ScoredPairsData:
@@ -145,13 +135,8 @@ class TripletsData(Section):
     `anchor,positive,negative` columns, split by seeded fractions of the triplets."""
 
     format: Literal["triplets"]
-    path: Annotated[str, Field(min_length=1, max_length=500)]
+    path: DataPath
     split: FractionsSplit = Field(default_factory=lambda: FractionsSplit(kind="fractions"))
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
 
 
 TextData = Annotated[SickData | ScoredPairsData | TripletsData, Field(discriminator="format")]

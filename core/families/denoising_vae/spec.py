@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from core.spec.common import MAX_BATCH, MAX_EPOCHS, BaseJobSpec, Section, TrainingSpec
-from core.spec.data import relative_path
+from core.spec.data import DataPath
 from core.spec.splits import DerivedSplit, FractionsSplit
 
 Delimiter = Literal["auto", ",", "\t", ";", "|"]
@@ -26,7 +26,7 @@ def _seed_split() -> FractionsSplit:
 
 
 class _SpeciesData(Section):
-    path: Annotated[str, Field(min_length=1, max_length=500)]
+    path: DataPath
     delimiter: Delimiter = Field(default="auto", description="auto: sniffed from the header")
     presence_threshold: Annotated[float, Field(ge=0, le=1e12)] = Field(
         default=0.0, description="a species is present where its value is above this"
@@ -35,11 +35,6 @@ class _SpeciesData(Section):
         default=1, description="drop species present at fewer sites (the seed used 30 on eBird)"
     )
     split: DerivedSplit = Field(default_factory=_seed_split)
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        return relative_path(value)
 
     @model_validator(mode="after")
     def _needs_validation_sites(self) -> _SpeciesData:

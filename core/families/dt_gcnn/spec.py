@@ -243,11 +243,7 @@ class DtGcnnSpec(BaseJobSpec):
             )
         best = self.metric_for_best
         assert best is not None
-        if "monitor" not in self.checkpoint.model_fields_set:
-            self.checkpoint.monitor, self.checkpoint.mode = best.name, best.mode
-        es = self.early_stopping
-        if es is not None and "monitor" not in es.model_fields_set:
-            es.monitor, es.mode = best.name, best.mode
+        self.monitor_by_default(best.name, best.mode)  # unless they name their own
         return self
 
 

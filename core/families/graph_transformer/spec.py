@@ -127,13 +127,9 @@ class GraphTransformerSpec(BaseJobSpec):
             )
         if errors:
             raise ValueError("; ".join(errors))
-        # The metric for best drives checkpointing and early stopping unless they name their own.
         best = self.metric_for_best
-        if "monitor" not in self.checkpoint.model_fields_set:
-            self.checkpoint.monitor, self.checkpoint.mode = best.name, best.mode
-        es = self.early_stopping
-        if es is not None and "monitor" not in es.model_fields_set:
-            es.monitor, es.mode = best.name, best.mode
+        assert best is not None
+        self.monitor_by_default(best.name, best.mode)  # unless they name their own
         return self
 
     def _fill(self, name: str, value: object) -> None:
