@@ -72,10 +72,10 @@ def _index(request: Request, session: Session, settings: Settings, job: Job) -> 
     artifact = queries.find_artifact(session, job.id, kind="embeddings")
     path = _artifact_file(settings, artifact, "embeddings")
     assert artifact is not None
-    ids_path, id_column = _ids_of(session, settings, artifact)
     cache: IndexCache = request.app.state.embedding_indexes
 
-    def build() -> EmbeddingIndex:
+    def build() -> EmbeddingIndex:  # on a cache miss only
+        ids_path, id_column = _ids_of(session, settings, artifact)
         vectors = np.asarray(open_embeddings(path), dtype=np.float32)  # [rows, dim]
         vectors = vectors.reshape(vectors.shape[0], -1)
         return EmbeddingIndex(vectors, read_ids(ids_path, vectors.shape[0], id_column))
