@@ -13,12 +13,10 @@ row's k nearest neighbours.
 
 from __future__ import annotations
 
-import csv
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -26,17 +24,6 @@ import numpy as np
 Metric = Literal["cosine", "dot"]
 CACHE_SIZE = 4  # indexes kept per API process
 _QUERY_BLOCK = 65_536  # rows scored per block (bounds the score matrix of a batch of queries)
-
-
-def read_ids(path: Path | None, rows: int, id_column: str) -> list[str]:
-    """Row ids from an ids CSV (`id_column` of each row, in row order), or `"0".."rows-1"`."""
-    if path is None or not path.is_file():
-        return [str(i) for i in range(rows)]
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        column = id_column if reader.fieldnames and id_column in reader.fieldnames else None
-        ids = [row[column] if column else str(i) for i, row in enumerate(reader)]
-    return ids if len(ids) == rows else [str(i) for i in range(rows)]
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from api.deps import JOB_NOT_FOUND, CurrentOwner, OwnedJob, SessionDep, SettingsDep
-from api.embeddings import EmbeddingIndex, IndexCache, knn_overlap, linear_cka, read_ids
-from api.files import open_embeddings
+from api.embeddings import EmbeddingIndex, IndexCache, knn_overlap, linear_cka
+from api.files import open_embeddings, row_ids
 from api.routes.files import _artifact_file, _ids_of
 from store import queries
 from store.models import Job
@@ -78,7 +78,9 @@ def _index(request: Request, session: Session, settings: Settings, job: Job) -> 
         ids_path, id_column = _ids_of(session, settings, artifact)
         vectors = np.asarray(open_embeddings(path), dtype=np.float32)  # [rows, dim]
         vectors = vectors.reshape(vectors.shape[0], -1)
-        return EmbeddingIndex(vectors, read_ids(ids_path, vectors.shape[0], id_column))
+        ids = row_ids(ids_path, vectors.shape[0], id_column)  # the one ids reader of downloads
+        keys = ids.to_pylist() if ids is not None else [str(i) for i in range(vectors.shape[0])]
+        return EmbeddingIndex(vectors, keys)
 
     return cache.get(f"{artifact.sha256}:{artifact.path}", build)
 
