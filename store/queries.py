@@ -403,22 +403,28 @@ class StepMetricsPage:
     rows: list[tuple[int, int, str]]  # (step, epoch, values as JSON text), in step order
 
 
-# Built once: the hot polling path then only binds values (building and keying a statement on
-# every call cost three times its execution).
-_METRICS_PAGE = (
-    select(Job.attempt, Job.status, Metric.epoch, cast(Metric.values, Text))
-    .outerjoin(
-        Metric,
-        and_(
-            Metric.job_id == Job.id,
-            Metric.attempt == func.coalesce(bindparam("attempt", type_=Integer), Job.attempt),
-            Metric.epoch > bindparam("after_epoch"),
-        ),
+def _page_statement(table: Any, key: Any, after: str, *columns: Any) -> Any:
+    """The one-query page of a job's rows of `table` with `key` > `:after`, of `:attempt`
+    (default: the job's latest), with the job's attempt and status (the owner's job only).
+    Built once per table: the hot polling path then only binds values (building and keying a
+    statement on every call cost three times its execution)."""
+    return (
+        select(Job.attempt, Job.status, *columns, cast(table.values, Text))
+        .outerjoin(
+            table,
+            and_(
+                table.job_id == Job.id,
+                table.attempt == func.coalesce(bindparam("attempt", type_=Integer), Job.attempt),
+                key > bindparam(after),
+            ),
+        )
+        .where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
+        .order_by(key)
+        .limit(bindparam("limit"))
     )
-    .where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
-    .order_by(Metric.epoch)
-    .limit(bindparam("limit"))
-)
+
+
+_METRICS_PAGE = _page_statement(Metric, Metric.epoch, "after_epoch", Metric.epoch)
 
 
 def metrics_page(
@@ -445,21 +451,8 @@ def metrics_page(
     )
 
 
-_STEPS_PAGE = (
-    select(
-        Job.attempt, Job.status, MetricStep.step, MetricStep.epoch, cast(MetricStep.values, Text)
-    )
-    .outerjoin(
-        MetricStep,
-        and_(
-            MetricStep.job_id == Job.id,
-            MetricStep.attempt == func.coalesce(bindparam("attempt", type_=Integer), Job.attempt),
-            MetricStep.step > bindparam("after_step"),
-        ),
-    )
-    .where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
-    .order_by(MetricStep.step)
-    .limit(bindparam("limit"))
+_STEPS_PAGE = _page_statement(
+    MetricStep, MetricStep.step, "after_step", MetricStep.step, MetricStep.epoch
 )
 
 
