@@ -203,6 +203,7 @@ class _FollowView:
     def __init__(self, epochs: int | None):
         self.epochs = epochs
         self.shown: str | None = None
+        self.attempt = 1
         self.bar: Any = None
         self.done = 0
 
@@ -213,6 +214,7 @@ class _FollowView:
             click.echo(text, err=err)
 
     def state(self, state: dict[str, Any]) -> None:
+        self.attempt = state.get("attempt") or self.attempt
         text = describe_state(state, self.epochs)
         if text and text != self.shown:
             self.shown = text
@@ -229,6 +231,10 @@ class _FollowView:
             self.close()
 
     def epoch(self, epoch: int, values: dict[str, Any]) -> None:
+        # The stream samples the job's phase; a short phase can pass between two samples. An
+        # epoch row means training has begun, so say so before the first one.
+        if not (self.shown or "").startswith("running: training"):
+            self.state({"status": "running", "phase": "training", "attempt": self.attempt})
         self.line(format_metrics(epoch, values))
         if self.bar is not None and epoch > self.done:
             self.bar.update(epoch - self.done)
