@@ -248,3 +248,48 @@ def embeddings_safetensors(emb: NpyChunks, ids: Any, id_column: str) -> Iterator
     else:
         for block in emb.chunks(chunk_rows):
             yield block.astype("<f4").tobytes()
+
+
+def export_path(source: Path, fmt: str) -> Path:
+    """Where the `fmt` conversion of the embeddings file `source` is kept: `exports/` beside the
+    run's files (deleted with the job), named by the source's name, size and modification time,
+    so a rewritten source (a retried job) never serves a stale conversion."""
+    stat = source.stat()
+    key = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+    return source.parent / "exports" / f"{source.stem}.{key}.{fmt}"
+
+
+def cached_export(body: Iterator[bytes], target: Path) -> Iterator[bytes]:
+    """`body` as it is produced, written to `target` as well (via a part file renamed at the
+    end: a concurrent request sees the whole file or none). A client that leaves early leaves
+    no part file; older conversions of the same source are removed once this one is complete.
+    A conversion that cannot be written (read-only or full disk) is still sent."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.{os.getpid()}.{id(body):x}.part")
+    try:
+        out = part.open("wb")
+    except OSError as exc:
+        log.warning("%s: conversion not kept (%s)", target, exc)
+        yield from body
+        return
+    complete = False
+    try:
+        with out:
+            for data in body:
+                try:
+                    if out is not None:
+                        out.write(data)
+                except OSError as exc:
+                    log.warning("%s: conversion not kept (%s)", target, exc)
+                    out = None
+                yield data
+        complete = out is not None
+    finally:
+        if complete:
+            os.replace(part, target)
+            stem = target.name.rsplit(".", 2)[0]  # <source stem>.<key>.<format>
+            for old in target.parent.glob(f"{stem}.*{target.suffix}"):
+                if old != target:
+                    old.unlink(missing_ok=True)
+        else:
+            part.unlink(missing_ok=True)

@@ -32,6 +32,9 @@ class JobPublic(Public):
     worker: str | None
     error: str | None
     spec: dict[str, Any]
+    # Of a finished job of an embedding family (single-job responses only): the summary's
+    # `quality` block, its metric beside the untrained baseline.
+    quality: dict[str, Any] | None = None
 
 
 class JobsPublic(BaseModel):

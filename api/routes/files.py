@@ -24,9 +24,11 @@ from sqlalchemy.orm import Session
 from api.deps import OwnedJob, SessionDep, SettingsDep
 from api.files import (
     NpyChunks,
+    cached_export,
     embeddings_csv,
     embeddings_parquet,
     embeddings_safetensors,
+    export_path,
     open_embeddings,
     read_upto,
     row_ids,
@@ -211,19 +213,28 @@ async def _log_events(
         await asyncio.sleep(poll_seconds)
 
 
+def read_summary(session: Session, settings: Settings, job_id: str) -> dict[str, Any] | None:
+    """The run's `summary.json` as a dict; None until the run has written a readable one."""
+    artifact = queries.find_artifact(session, job_id, kind="summary")
+    if artifact is None:
+        return None
+    path = resolve_inside(settings.artifact_root, artifact.path)
+    try:
+        summary = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError) as exc:
+        log.warning("job %s: unreadable summary: %s", job_id, exc)
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 @router.get("/summary")
 def get_summary(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """The run's `summary.json` (written when training ends): epochs run, whether it stopped
     early, best epoch, monitor and score, the best checkpoint, the test metrics of the best
-    checkpoint (`best_metrics`), outputs. 404 until the run has written it."""
-    artifact = queries.find_artifact(session, job.id, kind="summary")
-    path = _artifact_file(settings, artifact, "summary")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("job %s: unreadable summary: %s", job.id, exc)
-        raise _not_found("summary") from None
-    if not isinstance(summary, dict):
+    checkpoint (`best_metrics`), the `quality` block of an embedding family, outputs. 404 until
+    the run has written it."""
+    summary = read_summary(session, settings, job.id)
+    if summary is None:
         raise _not_found("summary")
     return summary
 
@@ -273,13 +284,20 @@ def download_embeddings(
 ) -> FileResponse | StreamingResponse:
     """The embeddings as `.npy` (float32 [rows, dim]); as CSV (`<id column>,dim_0,...`);
     as Parquet (`<id column>` string, `embedding` fixed-size list of float32); or as
-    safetensors (`embeddings` F32 [rows, dim], the ids in its metadata). Every format but npy is
-    produced chunk by chunk while it is sent."""
+    safetensors (`embeddings` F32 [rows, dim], the ids in its metadata). Safetensors is the
+    file's own bytes behind a header, streamed as read. CSV and Parquet are converted chunk by
+    chunk while the first download is sent, and kept beside the run's files (`exports/`) for
+    the next ones, which are sent from disk like npy."""
     artifact = queries.find_artifact(session, job.id, name=name, kind="embeddings")
     path = _artifact_file(settings, artifact, "embeddings")
     assert artifact is not None
     if format == "npy":
         return _download(path, "embeddings.npy")
+    filename = f"embeddings.{format}"
+    media_type = EMBEDDING_MEDIA_TYPES[format]
+    kept = export_path(path, format) if format in ("csv", "parquet") else None
+    if kept is not None and kept.is_file():
+        return LargeFileResponse(kept, media_type=media_type, filename=filename)
     ids_path, id_column = _ids_of(session, settings, artifact)
     if format == "csv":
         body = embeddings_csv(open_embeddings(path), ids_path, id_column)
@@ -288,10 +306,12 @@ def download_embeddings(
         ids = row_ids(ids_path, emb.shape[0], id_column)
         make = embeddings_parquet if format == "parquet" else embeddings_safetensors
         body = make(emb, ids, id_column)
+    if kept is not None:
+        body = cached_export(body, kept)
     return StreamingResponse(
         body,
-        media_type=EMBEDDING_MEDIA_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="embeddings.{format}"'},
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

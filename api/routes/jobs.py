@@ -24,6 +24,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
 )
+from api.routes.files import read_summary
 from api.schemas import JobPublic, JobsPublic, MetricsPublic, StepMetricsPublic
 from api.specs import read_spec
 from core.spec import BaseJobSpec
@@ -160,10 +161,16 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job: OwnedJob, session: SessionDep) -> JobPublic:
-    """The job; a queued one with its `queue_position`."""
+def get_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> JobPublic:
+    """The job; a queued one with its `queue_position`; a finished one of an embedding family
+    with the `quality` block of its summary (the embeddings' quality metric beside the
+    untrained baseline)."""
     public = JobPublic.model_validate(job)
     public.queue_position = queries.queue_position(session, job)
+    if job.status in FINISHED_STATUSES:
+        summary = read_summary(session, settings, job.id)
+        quality = summary.get("quality") if summary else None
+        public.quality = quality if isinstance(quality, dict) else None
     return public
 
 

@@ -157,6 +157,43 @@ def test_embeddings_download_as_parquet_and_safetensors(
         assert json.loads(meta["ids"])[:2] == ["n0", "n1"] and meta["id_column"] == "node_id"
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_conversion_is_kept_for_the_next_download_until_the_source_changes(
+    client, auth, sessions, service_settings, emb, fmt
+):
+    import os
+
+    job_id = _job_with_embeddings(client, auth, sessions, service_settings, emb)
+    url, params = f"/jobs/{job_id}/embeddings", {"format": fmt}
+    first = client.get(url, params=params, headers=auth)
+    assert first.status_code == 200, first.text[:300]
+    source = service_settings.artifact_root / job_id / "emb.npy"
+    kept = list((source.parent / "exports").iterdir())
+    assert [p.suffix for p in kept] == [f".{fmt}"]  # one whole file, no part file left
+    second = client.get(url, params=params, headers=auth)
+    assert second.content == first.content and "content-length" in second.headers  # from disk
+
+    # A rewritten source (a retried job) is converted again; the old conversion goes.
+    source.write_bytes(save_npy(emb[::-1].copy()))
+    os.utime(source, ns=(1, 1))
+    third = client.get(url, params=params, headers=auth)
+    assert third.content != first.content
+    again = list((source.parent / "exports").iterdir())
+    assert len(again) == 1 and again != kept
+
+
+def test_a_download_left_early_keeps_no_part_file(tmp_path):
+    from api.files import cached_export
+
+    target = tmp_path / "exports" / "emb.1-2.parquet"
+    body = cached_export(iter([b"a" * 10, b"b" * 10, b"c"]), target)
+    assert next(body) == b"a" * 10
+    body.close()  # the client went away
+    assert list(target.parent.iterdir()) == []
+    assert b"".join(cached_export(iter([b"x", b"y"]), target)) == b"xy"
+    assert target.read_bytes() == b"xy" and list(target.parent.iterdir()) == [target]
+
+
 def test_cli_neighbors_compare_and_download_formats(
     cli, auth, client, sessions, service_settings, emb, tmp_path
 ):

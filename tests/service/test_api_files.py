@@ -528,3 +528,19 @@ def test_table_and_record_uploads_are_checked_by_the_training_reader(
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"][0]["msg"]
     assert files_under(service_settings.upload_root) == []
+
+
+def test_a_finished_jobs_resource_carries_its_quality_block(
+    client, auth, sessions, service_settings
+):
+    import json
+
+    job_id = submit(client, auth)
+    quality = {"metric": "probe_test_acc", "value": 0.82, "baseline": 0.6, "baseline_of": "x"}
+    record(sessions, service_settings, job_id, "summary.json",
+           json.dumps({"quality": quality}).encode(), kind="summary")  # fmt: skip
+    assert client.get(f"/jobs/{job_id}", headers=auth).json()["quality"] is None  # queued
+    with session_scope(sessions) as session:
+        assert queries.claim_job(session, job_id, "w") is not None
+        assert queries.finish_job(session, job_id, "succeeded", None)
+    assert client.get(f"/jobs/{job_id}", headers=auth).json()["quality"] == quality
