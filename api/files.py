@@ -186,16 +186,19 @@ class _Drain:
         return parts
 
 
-CHUNK_BYTES = 8 * 1024 * 1024  # embedding bytes per row group / chunk sent
+CHUNK_BYTES = 8 * 1024 * 1024  # embedding bytes per chunk sent
+# Embedding bytes per Parquet row group: the writer holds a whole row group (and its copies)
+# at once; 2 MB keeps a download's peak RSS growth near 40 MB at the same throughput as 8 MB.
+ROW_GROUP_BYTES = 2 * 1024 * 1024
 
 
-def _rows_per_chunk(dim: int) -> int:
-    return max(1, CHUNK_BYTES // (4 * dim))
+def _rows_per_chunk(dim: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    return max(1, chunk_bytes // (4 * dim))
 
 
 def embeddings_parquet(emb: NpyChunks, ids: Any, id_column: str) -> Iterator[bytes]:
     """A Parquet file with the columns `<id_column>` (string) and `embedding`
-    (fixed-size list of float32 [dim]), both non-null, one row group per 8 MB of embeddings,
+    (fixed-size list of float32 [dim]), both non-null, one row group per 2 MB of embeddings,
     produced as it is written. Uncompressed, PLAIN-encoded, version-2 data pages: float
     embeddings barely compress, and speed is the point (non-null fields and v2 pages write
     about 1.7x faster with pyarrow than nullable fields in v1 pages)."""
@@ -222,7 +225,7 @@ def embeddings_parquet(emb: NpyChunks, ids: Any, id_column: str) -> Iterator[byt
         column_encoding={id_column: "PLAIN", "embedding.list.element": "PLAIN"},
     )
     start = 0
-    for block in emb.chunks(_rows_per_chunk(dim)):
+    for block in emb.chunks(_rows_per_chunk(dim, ROW_GROUP_BYTES)):
         values = pa.FixedSizeListArray.from_arrays(
             pa.array(block.reshape(-1), memory_pool=pool), type=vector
         )
