@@ -40,8 +40,15 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, list[float]]:
 
 
 def umap_available() -> bool:
-    """Whether the optional `umap` extra (`umap-learn`) is installed."""
-    return importlib.util.find_spec("umap") is not None
+    """Whether the optional `umap` extra (`umap-learn`) is installed and imports."""
+    if importlib.util.find_spec("umap") is None:
+        return False
+    try:
+        from umap import UMAP  # noqa: F401
+    except ImportError:  # a broken or half-removed install: PCA only
+        log.warning("the umap package does not import; embedding maps are PCA only")
+        return False
+    return True
 
 
 def umap_2d(embeddings: np.ndarray, seed: int = UMAP_SEED) -> np.ndarray:
