@@ -140,9 +140,8 @@ class Trainer:
     def default_callbacks(self) -> list[Callback]:
         spec = self.spec
         callbacks: list[Callback] = []
-        if spec.early_stopping is not None:
-            es = spec.early_stopping
-            callbacks.append(EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
+        if spec.early_stopping is not None:  # before the checkpoint, which may follow it
+            callbacks.append(EarlyStopping.from_spec(spec.early_stopping))
         ck = spec.checkpoint
         callbacks.append(
             ModelCheckpoint(
@@ -500,6 +499,8 @@ class Trainer:
             "epochs_completed": self.epoch,
             "global_step": self.global_step,
             "stopped_early": bool(early and early.stopped_epoch),
+            "stopped_epoch": early.stopped_epoch if early else None,
+            "early_stopping": early.summary() if early else None,  # per-task bests
             "monitor": ckpt.monitor if ckpt else None,
             "best_epoch": ckpt.best_epoch if ckpt else None,
             "best_score": ckpt.best_score if ckpt else None,

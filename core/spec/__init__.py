@@ -7,16 +7,17 @@ with the allowed values. Importing this package never imports torch.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Mapping
 from functools import cache, reduce
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
-from core.spec.common import BaseJobSpec
+from core.spec.common import EARLY_STOPPING_FORMS, BaseJobSpec
 
 __all__ = [
     "BaseJobSpec",
@@ -50,11 +51,17 @@ def _adapter() -> TypeAdapter[Any]:
 
 
 def family_schema(family: str) -> dict[str, Any]:
-    """The JSON Schema of `family`'s spec; ValueError listing the families if unknown."""
-    for model in spec_models():
-        if model.family_name() == family:
-            return model.model_json_schema()
-    raise ValueError(f"unknown family {family!r}; choose one of {', '.join(family_names())}")
+    """The JSON Schema of `family`'s spec (`model_json_schema()`, the seed's `Trainer.schema`);
+    ValueError listing the families if unknown."""
+    if family not in family_names():
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(family_names())}")
+    return copy.deepcopy(_cached_schema(family))
+
+
+@cache
+def _cached_schema(family: str) -> dict[str, Any]:
+    (model,) = [m for m in spec_models() if m.family_name() == family]
+    return model.model_json_schema()
 
 
 class SpecError(ValueError):
@@ -72,15 +79,28 @@ MAX_SPEC_DEPTH = 32
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where it is built in
 
 
+# The seed's sweep tags: a spec is one job; several values of a field make a job group.
+SWEEP_TAGS = frozenset({"!sweep", "!coupled-sweep", "!coupled_sweep", "!range"})
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"  # written `!!` in a document
+MAX_TAGS = 20  # tags reported one by one; the rest are counted
+
+
 def _check_events(text: str | bytes) -> None:
     """Scan the YAML event stream once, before anything is built: no aliases, no tags (a tag
     such as `!pyobject` names Python, which a spec never does), at most MAX_SPEC_DEPTH levels.
-    Errors name the field (`model.encoder.0.layer`) and the line."""
+    Errors name the field (`model.encoder.0.layer`) and the line; every tag is reported at
+    once, each with the values its field allows where the family's schema lists them."""
     stack: list[list[Any]] = []  # per open collection: [is_mapping, key or index, awaiting key]
+    tagged: list[tuple[list[Any], int, str]] = []  # (field path, line, tag as written)
+    family: str | None = None
+
+    def path() -> list[Any]:
+        return [frame[1] for frame in stack if frame[1] is not None]
 
     def refuse(event: Any, msg: str) -> None:
-        path = ".".join(str(frame[1]) for frame in stack if frame[1] is not None)
-        raise SpecError([{"loc": path, "msg": f"line {event.start_mark.line + 1}: {msg}"}])
+        loc = ".".join(map(str, path()))
+        line = event.start_mark.line + 1
+        raise SpecError([{"loc": loc, "msg": f"line {line}: {msg}", "line": line}])
 
     for event in yaml.parse(text, Loader=_SAFE_LOADER):
         if not isinstance(event, yaml.NodeEvent):
@@ -98,11 +118,14 @@ def _check_events(text: str | bytes) -> None:
         implicit = getattr(event, "implicit", True)
         implicit = implicit[0] or implicit[1] if isinstance(implicit, tuple) else implicit
         if event.tag and not implicit:
-            refuse(
-                event,
-                f"YAML tag {event.tag!r} is not allowed: a spec names components by their "
-                "registry names, never Python objects",
-            )
+            written = event.tag
+            if written.startswith(_YAML_TAG_PREFIX):
+                written = "!!" + written.removeprefix(_YAML_TAG_PREFIX)
+            where = path()
+            if is_key:  # the tag sits on the key itself: the field is that key
+                where = [f[1] for f in stack[:-1] if f[1] is not None]
+                where.append(getattr(event, "value", "?"))
+            tagged.append((where, event.start_mark.line + 1, written))
         if is_key:
             assert top is not None
             top[1], top[2] = getattr(event, "value", "?"), False
@@ -116,6 +139,97 @@ def _check_events(text: str | bytes) -> None:
             stack.append([is_mapping, None if is_mapping else -1, True])
         elif top is not None and top[0]:
             top[2] = True  # a scalar value: a key comes next
+            if len(stack) == 1 and top[1] == "family" and isinstance(event, yaml.ScalarEvent):
+                family = event.value
+    if tagged:
+        errors = [_tag_error(where, line, tag, family) for where, line, tag in tagged[:MAX_TAGS]]
+        if len(tagged) > MAX_TAGS:  # a body of many tags gets a short answer
+            more = len(tagged) - MAX_TAGS
+            errors.append({"loc": "", "msg": f"{more} more YAML tags; a spec has none"})
+        raise SpecError(errors)
+
+
+def _tag_error(where: list[Any], line: int, tag: str, family: str | None) -> dict[str, Any]:
+    """The error for `tag` on the field at `where`: sweep tags point to job groups; any other
+    tag lists the values the field allows (from the family's JSON Schema) where it has a list."""
+    loc = ".".join(map(str, where))
+    entry: dict[str, Any] = {"loc": loc, "line": line}
+    head = f"line {line}: YAML tag {tag!r} is not allowed"
+    if tag in SWEEP_TAGS:
+        key = loc or "dotted.key"
+        entry["msg"] = (
+            f"{head}: a spec is one job with one value per field. To train several values, "
+            f"submit a job group: POST /groups with {{spec: <this spec>, sweep: {{grid: "
+            f"{{{key}: [v1, v2, ...]}}}}}} ({{range: [start, stop, step]}} in place of a list "
+            "for a range; zip: [{key: [...], other.key: [...]}] for keys whose values go "
+            "together, the seed's !coupled-sweep), or `trainctl sweep SPEC --grid "
+            f"{key}=v1,v2`; see docs/sweeps.md"
+        )
+        return entry
+    allowed, fields = _schema_values(family, where)
+    if allowed:
+        entry["allowed"] = allowed
+        entry["msg"] = (
+            f"{head}; names resolve through registries, never Python objects: choose one of "
+            f"{', '.join(allowed)}"
+        )
+    elif fields:
+        entry["msg"] = (
+            f"{head}; a spec names no Python objects: write this section as a mapping of its "
+            f"fields ({', '.join(fields)})"
+        )
+    else:
+        entry["msg"] = (
+            f"{head}; a spec names no Python objects: values are plain names, numbers, "
+            "strings or lists, and names resolve through registries"
+        )
+    return entry
+
+
+def _schema_values(family: str | None, where: list[Any]) -> tuple[list[str], list[str]]:
+    """The values (enum or const) the family's JSON Schema allows at `where`, and the fields
+    of the section there if it is one; ([], []) where the family or the field is unknown."""
+    if family not in family_names():
+        return [], []
+    schema = _cached_schema(family)
+    nodes = _expand(schema, [schema])
+    for part in where:
+        found = []
+        for node in nodes:
+            if isinstance(part, int):
+                items = node.get("items")
+                found += [items] if isinstance(items, dict) else []
+            elif part in node.get("properties", {}):
+                found.append(node["properties"][part])
+            elif isinstance(node.get("additionalProperties"), dict):
+                found.append(node["additionalProperties"])
+        nodes = _expand(schema, found)
+    values: list[str] = []
+    for node in nodes:
+        for value in [*node.get("enum", []), *([node["const"]] if "const" in node else [])]:
+            if str(value) not in values:
+                values.append(str(value))
+    fields = sorted({name for node in nodes for name in node.get("properties", {})})
+    return values, fields
+
+
+def _expand(schema: dict[str, Any], nodes: list[Any], depth: int = 0) -> list[dict[str, Any]]:
+    """`nodes` with `$ref`s resolved and `anyOf`/`oneOf`/`allOf` opened, recursively."""
+    out: list[dict[str, Any]] = []
+    for node in nodes:
+        if not isinstance(node, dict) or depth > 16:
+            continue
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"))
+            out += _expand(schema, [target], depth + 1)
+            continue
+        alternatives = [*node.get("anyOf", []), *node.get("oneOf", []), *node.get("allOf", [])]
+        if alternatives:
+            out += _expand(schema, alternatives, depth + 1)
+        else:
+            out.append(node)
+    return out
 
 
 def check_depth(data: Any, limit: int = MAX_SPEC_DEPTH) -> None:
@@ -194,12 +308,11 @@ def _allowed_fields(loc: tuple[Any, ...], data: Any) -> list[str] | None:
         if model is None or part not in model.model_fields:
             return None
         node = node.get(part) if isinstance(node, dict) else None
+        annotation = model.model_fields[part].annotation
         candidates = [
-            a
-            for a in _flatten(model.model_fields[part].annotation)
-            if isinstance(a, type) and issubclass(a, BaseModel)
+            a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
         ]
-        model = _pick_model(candidates, node)
+        model = _pick_model(candidates, node) or _pick_by_discriminator(annotation, node)
     return sorted(model.model_fields) if model is not None else None
 
 
@@ -221,6 +334,25 @@ def _pick_model(models: Iterable[type[BaseModel]], node: Any) -> type[BaseModel]
     return None
 
 
+def _pick_by_discriminator(annotation: Any, node: Any) -> type[BaseModel] | None:
+    """The model a callable `Discriminator` (`early_stopping`'s forms) selects for `node`."""
+    if get_origin(annotation) is Annotated:
+        inner, *metadata = get_args(annotation)
+        for meta in metadata:
+            if isinstance(meta, Discriminator) and callable(meta.discriminator):
+                tag = meta.discriminator(node)
+                for option in get_args(inner):
+                    option_args = get_args(option) if get_origin(option) is Annotated else ()
+                    if any(isinstance(m, Tag) and m.tag == tag for m in option_args[1:]):
+                        return option_args[0]
+        return _pick_by_discriminator(inner, node)
+    for arg in get_args(annotation):
+        found = _pick_by_discriminator(arg, node)
+        if found is not None:
+            return found
+    return None
+
+
 def _flatten(annotation: Any) -> list[Any]:
     args = get_args(annotation)
     if not args:
@@ -235,6 +367,8 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     for part in loc:
         if isinstance(node, dict) and part not in node and part in node.values():
             continue  # a tag such as the value of `family` or `format`
+        if isinstance(node, dict) and part not in node and part in EARLY_STOPPING_FORMS:
+            continue  # the tag of a union selected by a function (`early_stopping`'s forms)
         out.append(part)
         node = (
             node.get(part)

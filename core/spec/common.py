@@ -5,9 +5,9 @@ This module must import without torch: the API validates specs with it.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 Mode = Literal["min", "max"]
 
@@ -128,6 +128,9 @@ SchedulerSpec = Annotated[
 
 
 class EarlyStoppingSpec(Section):
+    """The single form: stop when `monitor` has not improved by `min_delta` for `patience`
+    evaluations (the multi-task form with one task, no grace period and no baseline)."""
+
     monitor: str = "val_loss"
     mode: Mode = "min"
     patience: Annotated[
@@ -136,8 +139,87 @@ class EarlyStoppingSpec(Section):
     min_delta: Annotated[float, Field(ge=0, le=1e9)] = 0.0
 
 
+class EarlyStoppingTask(Section):
+    """One monitored metric of the multi-task form (the seed's `early_stopping.tasks.<i>`:
+    `metric` -> `monitor`, `delta` -> `min_delta`, `init_best_score` -> `baseline`)."""
+
+    monitor: str = Field(description="a metric the run reports, e.g. val_loss, val_accuracy")
+    mode: Mode = "min"
+    min_delta: Annotated[
+        float, Field(ge=0, le=1e9, description="the least change that counts as an improvement")
+    ] = 0.0
+    grace_period: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_EPOCHS,
+            description="evaluations of this monitor at the start that count no stall "
+            "(an improvement there still sets the best)",
+        ),
+    ] = 0
+    baseline: Annotated[
+        float | None,
+        Field(
+            description="the best to beat at the start: a value not better than it (by "
+            "min_delta) is no improvement (the seed's init_best_score)"
+        ),
+    ] = None
+
+
+class MultiTaskEarlyStoppingSpec(Section):
+    """The multi-task form (the seed's `DefaultEarlyStopping`): a task stalls when its monitor
+    has not improved for `patience` evaluations after its grace period; `aggregate: any` stops
+    when any task stalls, `all` when every task has stalled. See docs/early-stopping.md."""
+
+    tasks: Annotated[list[EarlyStoppingTask], Field(min_length=1, max_length=32)]
+    aggregate: Annotated[
+        Literal["any", "all"],
+        Field(description="any: stop when one task stalls; all: when every task has stalled"),
+    ] = "any"
+    patience: Annotated[
+        int, Field(ge=1, le=MAX_EPOCHS, description="evaluations without improvement per task")
+    ] = 10
+
+    @model_validator(mode="after")
+    def _distinct_monitors(self) -> MultiTaskEarlyStoppingSpec:
+        monitors = [t.monitor for t in self.tasks]
+        repeated = sorted({m for m in monitors if monitors.count(m) > 1})
+        if repeated:
+            raise ValueError(f"early_stopping.tasks monitor {repeated} more than once")
+        return self
+
+
+# The tags of the early-stopping union below (in validation errors' locations, where the spec
+# loader drops them). They are not field names: a field is never called so.
+EARLY_STOPPING_FORMS = {
+    "single-monitor": EarlyStoppingSpec,
+    "multi-task": MultiTaskEarlyStoppingSpec,
+}
+
+
+def _early_stopping_form(value: Any) -> str:
+    """`multi-task` for a mapping with `tasks` (or that model), else `single-monitor`."""
+    if isinstance(value, MultiTaskEarlyStoppingSpec):
+        return "multi-task"
+    return "multi-task" if isinstance(value, dict) and "tasks" in value else "single-monitor"
+
+
+AnyEarlyStoppingSpec = Annotated[
+    Annotated[EarlyStoppingSpec, Tag("single-monitor")]
+    | Annotated[MultiTaskEarlyStoppingSpec, Tag("multi-task")],
+    Discriminator(_early_stopping_form),
+]
+
+# `checkpoint.monitor: early_stopping` makes "best" follow the early stopper's decision.
+FOLLOW_EARLY_STOPPING = "early_stopping"
+
+
 class CheckpointSpec(Section):
-    monitor: str = "val_loss"
+    monitor: str = Field(
+        default="val_loss",
+        description="a metric the run reports, or 'early_stopping': the best checkpoint is the "
+        "epoch of the early stopper's last combined improvement (mode is then not used)",
+    )
     mode: Mode = "min"
     every_n_epochs: Annotated[
         int, Field(ge=0, le=MAX_EPOCHS, description="0: only the best and the last")
@@ -176,6 +258,30 @@ class ResourcesSpec(Section):
     threads: Annotated[int, Field(ge=1, le=512)] | None = Field(
         default=None, description="CPU threads per process; default: cores / processes"
     )
+    max_duration: Annotated[float, Field(gt=0, le=30 * 86400)] | None = Field(
+        default=None,
+        description="seconds one attempt may run; past it the run is stopped and the job "
+        "fails (class `timeout`); default: no limit",
+    )
+
+
+# Failure classes an attempt may be retried after (`worker.policy`); a user error (bad data,
+# a NaN loss) is never retried: it would fail the same way.
+RetryOn = Literal["worker_lost", "infrastructure", "out_of_memory", "timeout"]
+
+
+class RetrySpec(Section):
+    """When the service runs a failed attempt again (each attempt resumes from the last
+    checkpoint). A preempted attempt (the worker shutting down) is always requeued."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20, description="attempts in all")] = 3
+    on: list[RetryOn] = Field(
+        default_factory=lambda: ["worker_lost", "infrastructure"],
+        description="the failure classes that are retried",
+    )
+    backoff_seconds: Annotated[
+        float, Field(ge=0, le=3600, description="before attempt n+1: this x 2**(n-1) s")
+    ] = 10.0
 
 
 class BaseJobSpec(Section):
@@ -189,8 +295,13 @@ class BaseJobSpec(Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     scheduler: SchedulerSpec = Field(default_factory=NoScheduler)
-    early_stopping: EarlyStoppingSpec | None = Field(default_factory=EarlyStoppingSpec)
+    early_stopping: AnyEarlyStoppingSpec | None = Field(
+        default_factory=EarlyStoppingSpec,
+        description="one monitor {monitor, mode, patience, min_delta}, several "
+        "{tasks: [...], aggregate: any|all, patience}, or null (never stop early)",
+    )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     def monitor_by_default(self, name: str, mode: Mode) -> None:
@@ -199,8 +310,17 @@ class BaseJobSpec(Section):
         if "monitor" not in self.checkpoint.model_fields_set:
             self.checkpoint.monitor, self.checkpoint.mode = name, mode
         es = self.early_stopping
-        if es is not None and "monitor" not in es.model_fields_set:
+        if isinstance(es, EarlyStoppingSpec) and "monitor" not in es.model_fields_set:
             es.monitor, es.mode = name, mode
+
+    @model_validator(mode="after")
+    def _checkpoint_follows_a_stopper(self) -> BaseJobSpec:
+        if self.checkpoint.monitor == FOLLOW_EARLY_STOPPING and self.early_stopping is None:
+            raise ValueError(
+                "checkpoint.monitor 'early_stopping' follows the early stopper, but "
+                "early_stopping is null; set early_stopping or monitor a metric"
+            )
+        return self
 
     @classmethod
     def family_name(cls) -> str:
