@@ -16,7 +16,16 @@ from store.migrate import downgrade, head_revision, upgrade, upgrade_head
 from store.models import Artifact, Base, MetricStep
 from tests.support.service import create_pg_database, drop_pg_database
 
-TABLES = {"owners", "api_keys", "jobs", "metrics", "metric_steps", "artifacts", "datasets"}
+TABLES = {
+    "owners",
+    "api_keys",
+    "jobs",
+    "job_groups",
+    "metrics",
+    "metric_steps",
+    "artifacts",
+    "datasets",
+}
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
