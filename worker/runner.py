@@ -8,7 +8,19 @@ each line into a row, checks for a cancel request, and records the outcome:
 - any other exit: `failed`, with the root cause from `error*.json` (else the log's last lines);
 - a cancel request: the group gets SIGTERM, SIGKILL after a grace period, then `cancelled`;
 - the worker shutting down: the same stop, then the job goes back to `queued` (`REQUEUED`) and
-  the task hands its message back, so another worker resumes it from its last checkpoint.
+  the task hands its message back, so another worker resumes it from its last checkpoint;
+- an attempt running past `resources.max_duration`: stopped, `failed` (class `timeout`).
+
+A failed attempt is classed (`worker.policy`); if the job's retry policy covers the class and
+attempts remain, the job goes back to `queued` with the error, and the task sends itself again
+after the policy's back-off (`Later`).
+
+The database may go away (a restart, a fail-over): a claim that fails is tried again later
+(`DB_UNAVAILABLE`; the task retries with back-off, its message is never dropped), and a run
+being supervised rides out up to `TRAINCTL_DB_OUTAGE_SECONDS`: the training process is left
+alone, the lines read meanwhile stay buffered and are written, in order, once the database
+answers again. Errors are stored as a client may see them (`store.redact`); the full text goes
+to the log.
 
 Each line is parsed with the run contract's parsers (`core.report`): epoch metric records become
 `metrics` rows, step records `metric_steps` rows, artifact events `artifacts` rows (with their
@@ -32,6 +44,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 # Imported when the worker starts, not between claiming a job and its first heartbeat:
@@ -52,7 +65,9 @@ from store import queries
 from store.db import session_scope
 from store.models import Artifact, Job, JobStatus, Owner
 from store.paths import owner_upload_dir, run_dir
+from store.redact import known_places, redact
 from store.settings import Settings
+from worker.policy import FailureClass, RetryPolicy, classify
 from worker.process import TrainingProcess
 from worker.tail import JsonlTail
 
@@ -60,6 +75,9 @@ log = logging.getLogger(__name__)
 
 REQUEUED = "requeued"
 LOST = "lost"  # the job was taken from this worker (see `worker.recovery`)
+DB_UNAVAILABLE = "database unavailable"  # the claim failed: try the message again later
+DEFERRED = "deferred"  # the owner's running-jobs limit: try the message again later
+RETRY = "retry"  # the attempt failed, the retry policy runs it again later
 LOG_FILE = "logs.txt"
 SPEC_FILE = "spec.yaml"
 LOG_TAIL_LINES = 30
@@ -72,6 +90,18 @@ T = TypeVar("T")
 
 # (spec path, run dir, devices, resume) -> argv; `core.launch.training_command` by default.
 CommandFactory = Callable[[Path, Path, int, bool], Sequence[str]]
+
+
+class Later(str):
+    """An outcome after which the task sends its message again in `delay` seconds
+    (`DB_UNAVAILABLE`, `DEFERRED`, `RETRY`)."""
+
+    delay: float
+
+    def __new__(cls, value: str, delay: float = 0.0) -> Later:
+        outcome = super().__new__(cls, value)
+        outcome.delay = delay
+        return outcome
 
 
 def default_command(spec_path: Path, out_dir: Path, devices: int, resume: bool) -> list[str]:
@@ -111,16 +141,26 @@ class WorkerContext:
 
 
 def run_job(job_id: str, ctx: WorkerContext) -> str | None:
-    """Run job `job_id` to its end; the final status, `REQUEUED`, or None if not claimed."""
+    """Run job `job_id` to its end; the final status, `REQUEUED`, a `Later` outcome (send the
+    message again after its delay), or None if not claimed."""
     if ctx.shutdown.is_set():  # delivered while the worker stops: leave it to the next one
         return REQUEUED
-    with session_scope(ctx.sessions) as session:
-        job = queries.claim_job(session, job_id, ctx.name)
-        if job is None:
-            log.info("job %s: not queued (a duplicate delivery, or cancelled); skipping", job_id)
-            return None
-        owner = session.get(Owner, job.owner_id)
-        upload_dir = owner_upload_dir(ctx.settings, owner.name) if owner else None
+    try:
+        with session_scope(ctx.sessions) as session:
+            job = queries.claim_job(
+                session, job_id, ctx.name, max_running=ctx.settings.max_running_per_owner
+            )
+            if job is None:
+                log.info("job %s: not queued (a duplicate delivery, or cancelled); skip", job_id)
+                return None
+            owner = session.get(Owner, job.owner_id)
+            upload_dir = owner_upload_dir(ctx.settings, owner.name) if owner else None
+    except queries.RunningLimitReached as exc:
+        log.info("%s", exc)
+        return Later(DEFERRED, ctx.settings.quota_retry_after_seconds)
+    except OperationalError as exc:
+        log.warning("job %s: database unavailable, not claimed; tried again later: %s", job_id, exc)
+        return Later(DB_UNAVAILABLE)
     log.info("job %s: attempt %d on %s", job_id, job.attempt, ctx.name)
     try:
         return _Run(job, ctx, upload_dir).run()
@@ -129,7 +169,11 @@ def run_job(job_id: str, ctx: WorkerContext) -> str | None:
         log.exception("job %s: the worker failed while running it", job_id)
         with session_scope(ctx.sessions) as session:
             queries.finish_job(
-                session, job_id, JobStatus.FAILED, f"worker error: {type(exc).__name__}: {exc}"
+                session,
+                job_id,
+                JobStatus.FAILED,
+                f"worker error: {type(exc).__name__}: {redact(str(exc))}",
+                FailureClass.INFRASTRUCTURE,
             )
         return JobStatus.FAILED
 
@@ -148,6 +192,14 @@ class _Run:
         self.spec = job.spec
         self.upload_dir = upload_dir
         self.progress = 0.0
+        max_duration = job.spec.get("resources", {}).get("max_duration")
+        self.max_duration = float(max_duration) if max_duration else None
+        self.policy = RetryPolicy.of(job.spec)
+        # Parsed lines not yet in the database (kept across a database outage), in file order.
+        self.pending: list[tuple[str, object]] = []
+        self.outage_since: float | None = None  # monotonic time of the first failed write
+        self.next_db_try = 0.0
+        self.db_failures = 0
 
     def run(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +217,7 @@ class _Run:
         self.events = JsonlTail.from_end(self.dir / EVENTS_FILE)
         argv = self.ctx.command(spec_path, self.dir, self.devices, self.attempt > 1)
         self._heartbeat()
+        self.started = time.monotonic()
         proc = TrainingProcess(argv, cwd=self.dir, env=self._env(), log_path=log_path)
         try:
             outcome = self._supervise(proc)
@@ -207,7 +260,7 @@ class _Run:
         next_beat = time.monotonic() + opts.heartbeat_seconds
         while True:
             code = proc.poll()
-            self._drain()
+            self._drain(wait=False)
             if code is not None:
                 return proc.reap()
             proc.scan()
@@ -215,24 +268,77 @@ class _Run:
                 log.warning("job %s: worker shutting down; stopping the run", self.job_id)
                 proc.stop(opts.cancel_grace_seconds)
                 return REQUEUED
-            with session_scope(self.ctx.sessions) as session:
-                cancel = queries.cancel_requested(session, self.job_id)
+            if self.max_duration and time.monotonic() - self.started > self.max_duration:
+                log.warning("job %s: past resources.max_duration; stopping the run", self.job_id)
+                proc.stop(opts.cancel_grace_seconds)
+                return FailureClass.TIMEOUT
+            was_down = self.outage_since is not None
+            cancel = self._db("check for a cancel", queries.cancel_requested, self.job_id)
             if cancel:
                 log.info("job %s: cancel requested; stopping the run", self.job_id)
                 proc.stop(opts.cancel_grace_seconds)
                 return JobStatus.CANCELLED
-            if time.monotonic() >= next_beat:
+            # Right after an outage, a heartbeat at once: the orphan sweep must see it first.
+            if time.monotonic() >= next_beat or (was_down and self.outage_since is None):
                 next_beat = time.monotonic() + opts.heartbeat_seconds
-                if not self._heartbeat():
+                if self._heartbeat() is False:
                     log.warning("job %s: no longer ours; stopping the run", self.job_id)
                     proc.stop(opts.cancel_grace_seconds)
                     return LOST
             time.sleep(opts.poll_seconds)
 
-    def _heartbeat(self) -> bool:
+    def _db(
+        self, what: str, query: Callable[..., T], *args: object, wait: bool = False
+    ) -> T | None:
+        """`query(session, *args)` in a transaction of its own; None while the database is
+        unreachable (`OperationalError`): logged once per outage, tried again with back-off (1,
+        then 2 s between tries; with `wait`, this call sleeps and tries until it
+        works). Raises the error once the outage is longer than `TRAINCTL_DB_OUTAGE_SECONDS`."""
+        limit = self.ctx.settings.db_outage_seconds
+        while True:
+            now = time.monotonic()
+            if self.outage_since is not None and now < self.next_db_try and not wait:
+                return None
+            if wait and now < self.next_db_try:
+                time.sleep(self.next_db_try - now)
+            try:
+                with session_scope(self.ctx.sessions) as session:
+                    result = query(session, *args)
+            except OperationalError as exc:
+                now = time.monotonic()
+                if self.outage_since is None:
+                    self.outage_since = now
+                    log.warning(
+                        "job %s: database unreachable (%s); the run goes on, its reports are "
+                        "buffered: %s",
+                        self.job_id,
+                        what,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    )
+                if now - self.outage_since > limit:
+                    log.error("job %s: database unreachable for over %.0fs", self.job_id, limit)
+                    raise
+                self.db_failures += 1
+                self.next_db_try = now + min(2.0 ** (self.db_failures - 1), 2.0)
+                if not wait:
+                    return None
+                continue
+            if self.outage_since is not None:
+                log.warning(
+                    "job %s: database back after %.1fs; writing %d buffered reports",
+                    self.job_id,
+                    time.monotonic() - self.outage_since,
+                    len(self.pending),
+                )
+                self.outage_since = None
+                self.db_failures = 0
+            return result
+
+    def _heartbeat(self) -> bool | None:
         """Refresh `updated_at` (the liveness the orphan sweep reads); False if the job was
-        taken from this worker."""
-        with session_scope(self.ctx.sessions) as session:
+        taken from this worker, None if the database did not answer."""
+
+        def beat(session: Session) -> bool:
             queries.set_progress(session, self.job_id, self.progress)
             job = queries.get_job(session, self.job_id)
             return (
@@ -242,21 +348,45 @@ class _Run:
                 and job.attempt == self.attempt
             )
 
-    def _drain(self) -> None:
+        return self._db("heartbeat", beat)
+
+    def _drain(self, wait: bool = True) -> None:
         """Turn the new lines of `metrics.jsonl` and `artifacts.jsonl` into rows, and those of
-        `events.jsonl` into the job's phase."""
+        `events.jsonl` into the job's phase. While the database is unreachable they wait in
+        `pending` (with `wait`, this call waits for the database)."""
         metric_lines = self.metrics.read_lines()
         event_lines = self.artifacts.read_lines()
         phase_lines = self.events.read_lines()
-        if not metric_lines and not event_lines and not phase_lines:
-            return
-        records = self._parsed(metric_lines, "metrics.jsonl", _metrics_record)
-        events = self._parsed(event_lines, "artifacts.jsonl", _artifact_event)
+        self.pending += [
+            ("metric", r) for r in self._parsed(metric_lines, "metrics.jsonl", _metrics_record)
+        ]
+        self.pending += [
+            ("artifact", e) for e in self._parsed(event_lines, "artifacts.jsonl", _artifact_event)
+        ]
         phases: list[PhaseEvent] = self._parsed(phase_lines, EVENTS_FILE, parse_phase_line)
-        with session_scope(self.ctx.sessions) as session:
-            if phases:  # only the latest matters
-                queries.set_phase(session, self.job_id, phases[-1].phase)
-            for record in records:
+        if phases:  # only the latest matters
+            self.pending.append(("phase", phases[-1]))
+        if not self.pending:
+            return
+        batch = self.pending
+        written = self._db("metrics and artifacts", self._write, batch, wait=wait)
+        if written is not None:
+            del self.pending[: len(batch)]
+
+    def _write(self, session: Session, batch: list[tuple[str, object]]) -> bool:
+        """Write buffered reports in one transaction (all rows are upserts: writing a batch
+        again after a failed commit changes nothing)."""
+        progressed = False
+        for kind, item in batch:
+            if kind == "phase":
+                assert isinstance(item, PhaseEvent)
+                queries.set_phase(session, self.job_id, item.phase)
+            elif kind == "artifact":
+                assert isinstance(item, ArtifactEvent)
+                self._artifact(session, item)
+            else:
+                record = item
+                assert isinstance(record, MetricsRecord)
                 if record.granularity == "step":
                     queries.upsert_metric_step(
                         session, self.job_id, self.attempt, record.step, record.epoch, record.values
@@ -266,10 +396,10 @@ class _Run:
                 queries.upsert_metric(session, self.job_id, self.attempt, record.epoch, values)
                 if self.epochs:
                     self.progress = min(record.epoch / self.epochs, 1.0)
-            for event in events:
-                self._artifact(session, event)
-            if records:
-                queries.set_progress(session, self.job_id, self.progress)
+                progressed = True
+        if progressed:
+            queries.set_progress(session, self.job_id, self.progress)
+        return True
 
     def _parsed(self, lines: list[str], file: str, parse: Callable[[str], T]) -> list[T]:
         """`parse(line)` of each line; a line that is not a valid event is logged and skipped."""
@@ -307,11 +437,11 @@ class _Run:
     def _finish(self, outcome: str | int) -> str:
         status: str
         error: str | None = None
+        failure: FailureClass | None = None
         if outcome == REQUEUED:
-            with session_scope(self.ctx.sessions) as session:
-                if queries.requeue_job(session, self.job_id):
-                    log.info("job %s: back in the queue", self.job_id)
-                    return REQUEUED
+            if self._db("requeue", queries.requeue_job, self.job_id, wait=True):
+                log.info("job %s: back in the queue", self.job_id)
+                return REQUEUED
             status = JobStatus.CANCELLED  # requeue refused: a cancel was requested meanwhile
         elif outcome == LOST:
             return LOST
@@ -319,22 +449,62 @@ class _Run:
             status = JobStatus.CANCELLED
         elif outcome == 0:
             status = JobStatus.SUCCEEDED
+        elif outcome == FailureClass.TIMEOUT:
+            status, failure = JobStatus.FAILED, FailureClass.TIMEOUT
+            error = (
+                f"the attempt ran longer than resources.max_duration ({self.max_duration:g} s) "
+                "and was stopped"
+            )
         else:
             status = JobStatus.FAILED
-            error = self._root_cause(int(outcome))
-        with session_scope(self.ctx.sessions) as session:
-            queries.finish_job(session, self.job_id, status, error)
+            error, failure = self._root_cause(int(outcome))
+        if error is not None:
+            log.info("job %s: attempt %d failed: %s", self.job_id, self.attempt, error)
+            error = redact(error, self._places())
+        if failure is not None and self.policy.retries(failure, self.attempt):
+            delay = self.policy.delay(self.attempt)
+            if self._db(
+                "requeue for a retry",
+                queries.requeue_failed_job,
+                self.job_id,
+                error,
+                failure,
+                delay,
+                wait=True,
+            ):
+                log.info(
+                    "job %s: attempt %d failed (%s); retried in %.0fs (attempt %d of %d)",
+                    self.job_id,
+                    self.attempt,
+                    failure,
+                    delay,
+                    self.attempt + 1,
+                    self.policy.max_attempts,
+                )
+                return Later(RETRY, delay)
+        self._db("finish", queries.finish_job, self.job_id, status, error, failure, wait=True)
         log.info(
             "job %s: %s%s", self.job_id, status, f" ({error.splitlines()[0]})" if error else ""
         )
         return status
 
-    def _root_cause(self, code: int) -> str:
-        """What made the run fail: the first rank's `error*.json`, else the log's last lines."""
+    def _places(self) -> list[tuple[Path, str, str]]:
+        roots = self._env()["TRAINCTL_DATA_ROOT"].split(os.pathsep)
+        return known_places(
+            self.ctx.settings,
+            upload_dir=self.upload_dir,
+            run_dir=self.dir,
+            data_roots=[Path(r) for r in roots if r],
+        )
+
+    def _root_cause(self, code: int) -> tuple[str, FailureClass]:
+        """What made the run fail, and its class: the first rank's `error*.json`, else the
+        log's last lines."""
         for path in self._error_files():
             try:
                 payload = json.loads(path.read_text())
-                return f"{payload['type']}: {payload['message']}"
+                kind, message = str(payload["type"]), str(payload["message"])
+                return f"{kind}: {message}", classify(kind, message, code)
             except (OSError, ValueError, KeyError, TypeError):
                 log.warning("job %s: unreadable %s", self.job_id, path.name)
         if code < 0:
@@ -342,7 +512,8 @@ class _Run:
         else:
             how = f"the training process exited with code {code} without writing error.json"
         tail = self._log_tail()
-        return f"{how}; last lines of {LOG_FILE}:\n{tail}" if tail else how
+        failure = classify(None, tail, code)
+        return (f"{how}; last lines of {LOG_FILE}:\n{tail}" if tail else how), failure
 
     def _log_tail(self) -> str:
         """The last lines this attempt wrote to the log."""

@@ -15,7 +15,7 @@ from store.broker import TASK_NAME
 from store.db import make_engine, session_factory
 from store.settings import Settings, get_settings
 from worker.recovery import start_sweeper
-from worker.runner import REQUEUED, RunnerOptions, WorkerContext, run_job
+from worker.runner import DB_UNAVAILABLE, REQUEUED, Later, RunnerOptions, WorkerContext, run_job
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,28 @@ def _make_context(settings: Settings) -> WorkerContext:
     )
 
 
-@shared_task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
-def run_job_task(job_id: str) -> str | None:
-    """Run job `job_id`; a duplicate delivery does nothing."""
-    outcome = run_job(job_id, context())
+def claim_backoff(retries: int, cap: float) -> float:
+    """Seconds before the next try of a claim that found the database down: 1, 2, 4, ...
+    up to `cap` (`TRAINCTL_CLAIM_RETRY_MAX_SECONDS`)."""
+    return min(2.0 ** min(retries, 30), cap)
+
+
+@shared_task(
+    bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
+def run_job_task(self: Any, job_id: str) -> str | None:
+    """Run job `job_id`; a duplicate delivery does nothing. A claim the database could not take,
+    a job held back by its owner's running-jobs limit and a failed attempt the retry policy runs
+    again are sent again (`Task.retry`: a new message, then this one is acknowledged), never
+    dropped."""
+    ctx = context()
+    outcome = run_job(job_id, ctx)
+    if isinstance(outcome, Later):
+        delay = outcome.delay
+        if outcome == DB_UNAVAILABLE:
+            delay = claim_backoff(self.request.retries, ctx.settings.claim_retry_max_seconds)
+        log.info("job %s: %s; its message is sent again in %.0fs", job_id, outcome, delay)
+        raise self.retry(countdown=delay, max_retries=None)
     if outcome == REQUEUED:
         # The worker is stopping: hand the message back for the next worker. The consumer
         # still takes messages until the worker has stopped; pause so it does not spin on this
@@ -93,4 +111,12 @@ def _on_ready(sender: Any, **_: Any) -> None:
         app.send_task(TASK_NAME, args=[job_id], queue=ctx.settings.queue)
 
     stale_after = ctx.options.stale_after_seconds
-    start_sweeper(ctx.sessions, dispatch, ctx.shutdown, stale_after, every=stale_after / 2)
+    redispatch_after = ctx.settings.redispatch_after_seconds
+    start_sweeper(
+        ctx.sessions,
+        dispatch,
+        ctx.shutdown,
+        stale_after,
+        every=min(stale_after, redispatch_after) / 2,
+        redispatch_after=redispatch_after,
+    )
