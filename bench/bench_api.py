@@ -6,7 +6,9 @@ Seeds a job with 1,000 metric rows in a throwaway PostgreSQL database (`TRAINCTL
 default postgresql://postgres@127.0.0.1:5432), starts the API with uvicorn in a subprocess, and
 polls it from a separate process with keep-alive connections (a minimal asyncio HTTP/1.1
 client, so the load generator costs little CPU next to the server). Prints latency percentiles
-and requests/s of the metrics endpoint beside `/healthz` (the floor of the stack), then streams
+and requests/s of the metrics endpoint beside `/healthz` (the floor of the stack), plain and
+conditional (`If-None-Match` with the answer's `ETag`: the 304s of an up-to-date dashboard),
+then streams
 a large `.npy` through `GET /jobs/{id}/embeddings` and reports MB/s and the API's RSS growth.
 """
 
@@ -154,14 +156,21 @@ async def _poller(
             await reader.readexactly(length)
             if now >= start:  # after the warm-up
                 latencies.append(time.perf_counter() - now)
-                if head[9:12] != b"200":
+                if head[9:12] not in (b"200", b"304"):
                     errors.append(int(head[9:12]))
     finally:
         writer.close()
 
 
 def _load(
-    port: int, path: str, key: str, pollers: int, seconds: float, interval: float, warmup: float
+    port: int,
+    path: str,
+    key: str,
+    pollers: int,
+    seconds: float,
+    interval: float,
+    warmup: float,
+    etag: str | None = None,
 ) -> dict:
     try:
         import uvloop
@@ -169,8 +178,10 @@ def _load(
         uvloop.install()
     except ImportError:
         pass
+    conditional = f"If-None-Match: {etag}\r\n" if etag else ""
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"{conditional}\r\n"
     ).encode()
     latencies: list[float] = []
     errors: list[int] = []
@@ -190,11 +201,25 @@ def _load(
 
 
 def load(
-    port: int, path: str, key: str, pollers: int, seconds: float, interval: float = 0.0
+    port: int,
+    path: str,
+    key: str,
+    pollers: int,
+    seconds: float,
+    interval: float = 0.0,
+    conditional: bool = False,
 ) -> dict[str, float]:
-    """Poll `path` from a separate process; latency percentiles (ms) and requests/s."""
+    """Poll `path` from a separate process; latency percentiles (ms) and requests/s. With
+    `conditional`, every request sends the `ETag` of a first answer as `If-None-Match` (a
+    dashboard that is up to date: 304s)."""
+    etag = None
+    if conditional:
+        response = httpx.get(
+            f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"}
+        )
+        etag = response.headers["etag"]
     with mp.get_context("spawn").Pool(1) as pool:
-        out = pool.apply(_load, (port, path, key, pollers, seconds, interval, 1.0))
+        out = pool.apply(_load, (port, path, key, pollers, seconds, interval, 1.0, etag))
     lat = np.array(out["latencies"]) * 1000
     return {
         "p50": float(np.percentile(lat, 50)),
@@ -314,9 +339,18 @@ def main() -> None:
             ("metrics, last 10 rows", f"{metrics}?after_epoch={args.epochs - 10}"),
             (f"metrics, all {args.epochs} rows", metrics),
         ]
+        # The same requests with the ETag of their last answer (nothing changed: 304s).
+        conditional_cases = [
+            ("metrics, new rows only, If-None-Match (304)", cases[1][1]),
+            (f"metrics, all {args.epochs} rows, If-None-Match (304)", metrics),
+        ]
         print_table(
             "back to back: each poller sends its next request when the last one is answered",
-            [(label, load(port, path, key, args.pollers, args.seconds)) for label, path in cases],
+            [(label, load(port, path, key, args.pollers, args.seconds)) for label, path in cases]
+            + [
+                (label, load(port, path, key, args.pollers, args.seconds, conditional=True))
+                for label, path in conditional_cases
+            ],
         )
         print_table(
             f"paced: each poller polls every {args.interval} s "
@@ -324,6 +358,10 @@ def main() -> None:
             [
                 (label, load(port, path, key, args.pollers, args.seconds, args.interval))
                 for label, path in cases[:3]
+            ]
+            + [
+                (label, load(port, path, key, args.pollers, args.seconds, args.interval, True))
+                for label, path in conditional_cases[:1]
             ],
         )
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = ("succeeded", "failed", "cancelled")
 RECONNECT_DELAY_S = 1.0
+RECONNECT_WINDOW_S = 60.0  # how long `logs -f` keeps trying to reach an API that went away
 
 
 def credentials_path() -> Path:
@@ -84,7 +85,7 @@ class ApiClient:
 
     @classmethod
     def _unreachable(cls, exc: Exception) -> click.ClickException:
-        return click.ClickException(
+        return ApiUnreachable(
             f"cannot reach the trainctl API: {exc} (is `trainctl up` running? "
             "set TRAINCTL_URL to point elsewhere)"
         )
@@ -107,6 +108,10 @@ class ApiClient:
                 yield response
             finally:
                 response.close()
+
+
+class ApiUnreachable(click.ClickException):
+    """The API did not answer (connection refused, timed out): not an error it returned."""
 
 
 def check(response: httpx.Response) -> None:
@@ -504,13 +509,26 @@ def metrics(job_id: str, attempt: int | None, follow: bool) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.option("--tail", type=int, default=None, help="Only the last N lines.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
+@click.option(
+    "--tail",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only the last N lines (with -f, 0 starts at the log's current end).",
+)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Keep printing new lines until the job ends (reconnecting where it left off).",
+)
 def logs(job_id: str, tail: int | None, follow: bool) -> None:
-    """Print a job's training log."""
+    """Print a job's training log (with -f: the whole log so far, or its last --tail lines,
+    then each line as it is written, until the job ends)."""
     client = ApiClient.from_env()
     if follow:
         follow_logs(client, job_id, tail)
+        return
+    if tail == 0:
         return
     params = {"tail": tail} if tail else {}
     with client.stream(f"/jobs/{job_id}/logs", params=params) as response:
@@ -519,16 +537,21 @@ def logs(job_id: str, tail: int | None, follow: bool) -> None:
 
 
 def follow_logs(client: ApiClient, job_id: str, tail: int | None = None) -> None:
-    """Print the log's lines as the run writes them (`/logs/stream`, resuming at the byte
-    offset of the last event after a dropped connection) until the job ends."""
+    """Print the log's lines as the run writes them (`/logs/stream`) until the job ends. After
+    a dropped connection, or an API that went away for less than `RECONNECT_WINDOW_S` (a
+    restart), it reconnects and resumes at the byte offset of the last event (`Last-Event-ID`):
+    no line is printed twice or skipped. `tail=0` starts at the log's current end."""
     import httpx
 
     offset: str | None = None
+    connected = False
+    unreachable_since: float | None = None
     while True:
         headers = {"Last-Event-ID": offset} if offset is not None else {}
         params = {"tail": tail} if tail is not None and offset is None else {}
         try:
             with client.stream(f"/jobs/{job_id}/logs/stream", headers=headers, params=params) as r:
+                connected, unreachable_since = True, None
                 for event, data, event_id in _sse_stream(r):
                     if event == "log":
                         click.echo(data)
@@ -537,6 +560,11 @@ def follow_logs(client: ApiClient, job_id: str, tail: int | None = None) -> None
                         return
         except httpx.HTTPError as exc:
             click.echo(f"(stream interrupted: {exc}; reconnecting)", err=True)
+        except ApiUnreachable:
+            now = time.monotonic()
+            unreachable_since = unreachable_since or now
+            if not connected or now - unreachable_since > RECONNECT_WINDOW_S:
+                raise
         time.sleep(RECONNECT_DELAY_S)
 
 

@@ -39,7 +39,9 @@ def depends(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", "redis", "migrate", "api", "worker", "worker-cpu"}
+    assert set(services) == {
+        "postgres", "redis", "migrate", "api", "worker", "worker-cpu", "flower"
+    }  # fmt: skip
 
 
 def test_health_checks(services: dict[str, Any]) -> None:
