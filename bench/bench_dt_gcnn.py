@@ -4,7 +4,11 @@
    texts x 300 dims against scikit-learn `NearestNeighbors(algorithm="brute", metric="cosine")`
    asked for the same neighbours, with the share of edges both find;
 2. one training epoch of the SICK example through the shared loop (`Trainer.train_epoch`)
-   against a plain PyTorch loop over the same model, batches, optimizer and clipping.
+   against a plain PyTorch loop over the same model, batches, optimizer and clipping;
+3. word dropout and word swap variants of SICK's 6,077 sentences drawn on token id tensors
+   (`core.families.dt_gcnn.augment.variants`) against a plain Python loop over the texts doing
+   the same (split, draw per word, join); not a target of the issue, a check that the
+   vectorised path is not slower.
 
     TRAINCTL_DATA_ROOT=../shared/data python bench/bench_dt_gcnn.py [--rows 10000 --dim 300]
 """
@@ -99,6 +103,51 @@ def bench_epoch(example: Path) -> None:
     )
 
 
+def bench_augment(copies: int, repeats: int) -> None:
+    import random
+
+    from core.data.texts import load_sick
+    from core.families.dt_gcnn.augment import variants
+    from core.spec.texts import SickData
+
+    texts = load_sick(SickData(format="sick"), 0).texts
+
+    def python_loop(kind: str) -> list[list[str]]:
+        rng = random.Random(0)
+        out = []
+        for _ in range(copies):
+            row = []
+            for text in texts:  # the reference: one text at a time
+                words = text.split()
+                if kind == "word_dropout":
+                    kept = [w for w in words if rng.random() >= 0.1] or words[:1]
+                else:
+                    kept, i = list(words), 0
+                    while i < len(kept) - 1:
+                        if rng.random() < 0.1:
+                            kept[i], kept[i + 1] = kept[i + 1], kept[i]
+                            i += 1
+                        i += 1
+                row.append(" ".join(kept))
+            out.append(row)
+        return out
+
+    for kind in ("word_dropout", "word_swap"):
+        ours, loop = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            variants(texts, kind, 0.1, copies, seed=0)
+            ours.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            python_loop(kind)
+            loop.append(time.perf_counter() - t0)
+        a, b = statistics.median(ours), statistics.median(loop)
+        print(
+            f"{kind} x{copies} of {len(texts)} texts: token id tensors {a:.3f} s, Python loop "
+            f"{b:.3f} s -> ratio {a / b:.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000)
@@ -106,9 +155,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--example", type=Path, default=REPO / "examples" / "sick-dt-gcnn.yaml")
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--only", choices=["knn", "epoch", "augment"], default=None)
     args = parser.parse_args()
-    bench_knn(args.rows, args.dim, args.k, args.repeats)
-    bench_epoch(args.example)
+    if args.only in (None, "knn"):
+        bench_knn(args.rows, args.dim, args.k, args.repeats)
+    if args.only in (None, "epoch"):
+        bench_epoch(args.example)
+    if args.only in (None, "augment"):
+        bench_augment(args.copies, args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,31 @@
 """Text pair and triplet corpora: read, validate, split and derive (anchor, positive, negative)
-triplets, for `data.format` `sick`, `scored_pairs` and `triplets` (`core.spec.texts`).
+triplets, for `data.format` `sick`, `scored_pairs` and `triplets` (`core.spec.texts`), and
+`labeled_texts` (texts with a class label: triplets from the labels).
 
 Every file error (a missing column, an empty text, a score that is not a number, a triplet
-without one of its fields) raises `TextDataError`, a ValueError naming the file (relative to the
-data root), the line and the column. Parsing reads line by line; everything after it (text
-deduplication, validation, triplet derivation) is vectorised over numpy / torch arrays.
+without one of its fields) raises `TextDataError` (the shared `TableError`), a ValueError naming
+the file (relative to the data root), the line and the column. Delimited files are read by the
+shared table reader (`core.data.tables.parse_columns`), JSON triplets line by line; everything
+after it (text deduplication, validation, triplet derivation) is vectorised over numpy / torch
+arrays.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from core.data.errors import DataError
 from core.data.roots import resolve_data_path
 from core.data.splits import SPLITS, split_indices
+from core.data.tables import TableError, parse_columns
+from core.spec.splits import FractionsSplit, OwnSplit
 from core.spec.texts import ScoredPairsData, SickData, TextData, TripletDerivation, TripletsData
 
 log = logging.getLogger(__name__)
@@ -31,24 +34,20 @@ SICK_FILES = {"train": "SICK_train.txt", "val": "SICK_trial.txt", "test": "SICK_
 SICK_COLUMNS = ("pair_ID", "sentence_A", "sentence_B", "relatedness_score", "entailment_judgment")
 TRIPLET_FIELDS = ("anchor", "positive", "negative")
 # Where a triplet came from (`TextCorpus.triplet_source`).
-SOURCE_GIVEN, SOURCE_PARTNER, SOURCE_RANDOM = 0, 1, 2
-SOURCE_NAMES = ("given", "partner", "random")
+SOURCE_GIVEN, SOURCE_PARTNER, SOURCE_RANDOM, SOURCE_HARD = 0, 1, 2, 3
+SOURCE_NAMES = ("given", "partner", "random", "hard")
 _RESAMPLE_ROUNDS = 16  # redraws of random negatives that hit a partner of the anchor
 
 
-class TextDataError(DataError):
-    """A bad text data file: `file` (relative to the data root), `line` (1-based, the header
-    is line 1) and `column` (a column or field name) say where."""
+# A bad text data file is a bad table: one error type, naming the file (relative to the data
+# root), the line (1-based, the header is line 1) and the column, and what is allowed.
+TextDataError = TableError
 
-    def __init__(
-        self,
-        file: str,
-        line: int | None,
-        column: str | None,
-        message: str,
-        allowed: str | None = None,
-    ):
-        super().__init__(file, message, line=line, column=column, allowed=allowed)
+
+def _text_error(
+    file: str, line: int | None, column: str | None, message: str, allowed: str | None = None
+) -> TextDataError:
+    return TextDataError(file, message, line=line, column=column, allowed=allowed)
 
 
 @dataclass
@@ -66,6 +65,8 @@ class TextCorpus:
     entailed: Tensor | None = None  # [P] bool
     pair_ids: np.ndarray | None = None  # [P] str
     pair_split: Tensor | None = None  # [P]
+    labels: Tensor | None = None  # [T] class index of each text (labeled_texts), long
+    label_names: np.ndarray | None = None  # [C] str, the class of each index
     key: str = ""  # identifies the source and settings (for caches)
     warnings: list[str] = field(default_factory=list)
 
@@ -137,48 +138,12 @@ def _delimiter(path: Path, given: str | None) -> str:
 def read_table(
     path: Path, rel: str, columns: list[str], delimiter: str
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The named `columns` of a delimited file with a header (as str arrays, stripped) and
-    the line number of each row; TextDataError for a missing column or a short row."""
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed below)
-    except OSError as exc:
-        raise TextDataError(rel, None, None, f"cannot be read: {exc.strerror}") from None
-    with fh:
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise TextDataError(rel, 1, None, "the file is empty (no header)") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise TextDataError(rel, 1, None, f"not readable as text: {exc}") from None
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise TextDataError(
-                rel, 1, missing[0], f"no such column; the header has {', '.join(header)}"
-            )
-        where = [header.index(c) for c in columns]
-        needed = max(where) + 1
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        try:
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                if len(row) < needed:
-                    short = next(c for c, w in zip(columns, where, strict=True) if w >= len(row))
-                    raise TextDataError(
-                        rel, reader.line_num, short, f"the row has {len(row)} fields, no value here"
-                    )
-                rows.append([row[w] for w in where])
-                lines.append(reader.line_num)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise TextDataError(rel, reader.line_num, None, f"not readable: {exc}") from None
-    if not rows:
-        raise TextDataError(rel, 2, None, "the file has a header but no rows")
-    table = np.array(rows, dtype=str)  # [R, C]
-    values = {c: np.char.strip(table[:, i]) for i, c in enumerate(columns)}
-    return values, np.array(lines)
+    """The named `columns` of a delimited file with a header (str arrays, stripped) and the
+    physical line of each row, read by the shared table reader (`core.data.tables`). Raises
+    TextDataError (a TableError) for an unreadable file, a missing column or a row whose field
+    count is not the header's."""
+    table = parse_columns(path, rel, columns, delimiter, roles=["required"] * len(columns))
+    return dict(table.columns), table.lines
 
 
 def _check_texts(rel: str, values: dict[str, np.ndarray], lines: np.ndarray, cols: list[str]):
@@ -186,7 +151,7 @@ def _check_texts(rel: str, values: dict[str, np.ndarray], lines: np.ndarray, col
     empty = np.stack([np.char.str_len(values[c]) == 0 for c in cols], 1)  # [R, C]
     if empty.any():
         row, col = np.argwhere(empty)[0]
-        raise TextDataError(rel, int(lines[row]), cols[col], "the text is empty")
+        raise _text_error(rel, int(lines[row]), cols[col], "the text is empty")
 
 
 def _parse_scores(rel: str, raw: np.ndarray, lines: np.ndarray, column: str) -> np.ndarray:
@@ -202,7 +167,7 @@ def _parse_scores(rel: str, raw: np.ndarray, lines: np.ndarray, column: str) -> 
             except ValueError:
                 ok = False
             if not ok:
-                raise TextDataError(
+                raise _text_error(
                     rel, int(lines[i]), column, f"{str(value)!r} is not a (finite) number"
                 )
     assert scores is not None
@@ -426,7 +391,7 @@ def load_scored_pairs(spec: ScoredPairsData, seed: int) -> TextCorpus:
         bad = ~np.isin(raw, SPLITS)
         if bad.any():
             i = int(np.argmax(bad))
-            raise TextDataError(
+            raise _text_error(
                 spec.path,
                 int(lines[i]),
                 spec.split_column,
@@ -463,10 +428,10 @@ def _json_triplets(path: Path, rel: str) -> tuple[dict[str, np.ndarray], np.ndar
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TextDataError(rel, exc.lineno, None, f"not valid JSON: {exc.msg}") from None
+        raise _text_error(rel, exc.lineno, None, f"not valid JSON: {exc.msg}") from None
     items = data.get("triplets") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
-        raise TextDataError(rel, 1, "triplets", 'expected {"triplets": [{anchor, positive, '
+        raise _text_error(rel, 1, "triplets", 'expected {"triplets": [{anchor, positive, '
                             'negative}, ...]} with at least one triplet')  # fmt: skip
     # The line of each triplet object: JSON has no positions, so find each `{` at depth 2.
     starts = _object_lines(text)
@@ -474,13 +439,13 @@ def _json_triplets(path: Path, rel: str) -> tuple[dict[str, np.ndarray], np.ndar
     for i, item in enumerate(items):
         line = starts[i] if i < len(starts) else None
         if not isinstance(item, dict):
-            raise TextDataError(rel, line, None, f"triplet {i} is not an object")
+            raise _text_error(rel, line, None, f"triplet {i} is not an object")
         row = []
         for name in TRIPLET_FIELDS:
             value = item.get(name)
             if not isinstance(value, str) or not value.strip():
                 what = "missing" if value is None else "empty or not a string"
-                raise TextDataError(rel, line, name, f"triplet {i}: the field is {what}")
+                raise _text_error(rel, line, name, f"triplet {i}: the field is {what}")
             row.append(value.strip())
         rows.append(row)
     table = np.array(rows, dtype=str)
@@ -539,19 +504,187 @@ def load_triplets(spec: TripletsData, seed: int) -> TextCorpus:
     return corpus
 
 
-def load_texts(spec: TextData, seed: int) -> TextCorpus:
-    """The corpus `spec` (a `data` section of `core.spec.texts`) describes."""
+class LabeledTextsSource(Protocol):
+    """What `load_labeled_texts` reads from a `labeled_texts` data section (its spec lives with
+    the family that offers the format: `core.families.dt_gcnn.spec.LabeledTextsData`)."""
+
+    path: str
+    text_column: str
+    label_column: str
+    id_column: str | None
+    split_column: str | None
+    delimiter: str | None
+    split: OwnSplit | FractionsSplit
+    triplets_per_anchor: int
+    seed: int | None
+
+
+def label_triplets(
+    labels: Tensor, split: Tensor, per_anchor: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Triplets [M, 3] and their split [M] from class labels [T] and the split of each text
+    [T]: every text whose class has another text in its split is an anchor `per_anchor` times,
+    each with a seeded random positive of its class (never itself) and a seeded random negative
+    of another class, both from its split. Vectorised: texts sorted by (split, label), a random
+    offset inside the anchor's class block (the positive) and outside it (the negative)."""
+    t = labels.numel()
+    num_labels = int(labels.max()) + 1 if t else 1
+    group = split * num_labels + labels  # [T] one block per (split, label)
+    order = torch.argsort(group, stable=True)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(t)
+    groups = len(SPLITS) * num_labels
+    g_count = torch.bincount(group, minlength=groups)
+    g_start = torch.cumsum(g_count, 0) - g_count
+    s_count = torch.bincount(split, minlength=len(SPLITS))
+    s_start = torch.cumsum(s_count, 0) - s_count
+    count, start = g_count[group], g_start[group]  # [T] the text's class block
+    others = s_count[split] - count  # texts of other classes in the split
+    anchors = torch.nonzero((count >= 2) & (others >= 1)).view(-1)
+    anchors = anchors.repeat_interleave(per_anchor)  # [M]
+    # Positive: an offset in [0, count - 1) inside the block, skipping the anchor's own slot.
+    r = (torch.rand(anchors.numel(), generator=gen) * (count[anchors] - 1)).long()
+    pos_slot = start[anchors] + r
+    pos_slot = pos_slot + (pos_slot >= position[anchors]).long()
+    # Negative: an offset in [0, others) over the split's slots, skipping the class block.
+    r = (torch.rand(anchors.numel(), generator=gen) * others[anchors]).long()
+    neg_slot = s_start[split[anchors]] + r
+    neg_slot = neg_slot + (neg_slot >= start[anchors]).long() * count[anchors]
+    triplets = torch.stack([anchors, order[pos_slot], order[neg_slot]], 1)
+    return triplets, split[anchors]
+
+
+def hard_label_negatives(
+    corpus: TextCorpus, features: Tensor, chunk_size: int = 4096
+) -> TextCorpus:
+    """`corpus` with each label triplet's negative replaced by a hard one: the anchor's j-th
+    triplet takes the j-th most cosine-similar text of another class in its split (`features`
+    [T, F], the input features; no labels beyond the anchor's own class). Similarities by
+    chunked matmul and `topk` per split; no loop over texts."""
+    assert corpus.labels is not None, "hard negatives need class labels"
+    triplets = corpus.triplets.clone()
+    text_split = torch.full((corpus.num_texts,), -1, dtype=torch.long)
+    text_split[triplets[:, 0]] = corpus.triplet_split
+    text_split[triplets[:, 1]] = corpus.triplet_split
+    text_split[triplets[:, 2]] = corpus.triplet_split
+    unit = torch.nn.functional.normalize(features.float().cpu(), dim=1)
+    labels = corpus.labels
+    # The rank j of each triplet among its anchor's (anchors are repeated consecutively).
+    anchor = triplets[:, 0]
+    first = torch.ones_like(anchor, dtype=torch.bool)
+    first[1:] = anchor[1:] != anchor[:-1]
+    run_start = torch.cummax(torch.where(first, torch.arange(anchor.numel()), 0), 0).values
+    rank = torch.arange(anchor.numel()) - run_start
+    for s in range(len(SPLITS)):  # three splits, not texts
+        rows = torch.nonzero(text_split == s).view(-1)  # the split's texts
+        in_split = torch.nonzero(corpus.triplet_split == s).view(-1)
+        if in_split.numel() == 0:
+            continue
+        k = min(int(rank[in_split].max()) + 1, rows.numel())
+        local = torch.searchsorted(rows, triplets[in_split, 0])
+        anchors = torch.unique(local)
+        best = torch.empty(anchors.numel(), k, dtype=torch.long)
+        for c in range(0, anchors.numel(), chunk_size):  # chunks of anchors: memory [c, n]
+            a = anchors[c : c + chunk_size]
+            sim = unit[rows[a]] @ unit[rows].T  # [c, n]
+            same = labels[rows[a]][:, None] == labels[rows][None, :]
+            best[c : c + chunk_size] = sim.masked_fill(same, -torch.inf).topk(k, dim=1).indices
+        which = torch.searchsorted(anchors, local)
+        j = rank[in_split].clamp(max=k - 1)
+        triplets[in_split, 2] = rows[best[which, j]]
+    out = TextCorpus(**{**corpus.__dict__, "triplets": triplets})
+    out.triplet_source = torch.full_like(corpus.triplet_source, SOURCE_HARD)
+    return out
+
+
+def load_labeled_texts(spec: LabeledTextsSource, seed: int) -> TextCorpus:
+    """A CSV/TSV of texts with a class label -> triplets within each split (`label_triplets`):
+    the same text twice with two labels is an error naming both lines."""
+    path = resolve_data_path(spec.path)
+    columns = [spec.text_column, spec.label_column]
+    optional = [spec.id_column, spec.split_column]
+    columns += [c for c in optional if c is not None and c not in columns]
+    values, lines = read_table(path, spec.path, columns, _delimiter(path, spec.delimiter))
+    _check_texts(spec.path, values, lines, [spec.text_column, spec.label_column])
+    texts, (rows,) = _unique_texts(values[spec.text_column])
+    label_names, label_index = np.unique(values[spec.label_column], return_inverse=True)
+    # One label per text: the first row of each text fixes it; a later row disagreeing is bad.
+    first = np.full(len(texts), -1)
+    first[rows[::-1]] = np.arange(rows.size)[::-1]
+    clash = label_index != label_index[first[rows]]
+    if clash.any():
+        i = int(np.argmax(clash))
+        raise _text_error(
+            spec.path, int(lines[i]), spec.label_column,
+            f"the text already has label {str(values[spec.label_column][first[rows[i]]])!r} "
+            f"(line {int(lines[first[rows[i]]])}); a text has one label",
+        )  # fmt: skip
+    labels = torch.from_numpy(label_index[first]).long()  # [T]
+    n = len(texts)
+    if spec.split_column is not None:
+        raw = np.char.lower(values[spec.split_column])
+        raw = np.where(np.isin(raw, ["valid", "validation", "dev", "trial"]), "val", raw)
+        bad = ~np.isin(raw, SPLITS)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise _text_error(
+                spec.path, int(lines[i]), spec.split_column,
+                f"{str(values[spec.split_column][i])!r} is not a split", "train, val or test",
+            )  # fmt: skip
+        split = torch.from_numpy(np.select([raw == s for s in SPLITS], [0, 1, 2])[first]).long()
+    else:
+        index = split_indices({}, n, spec.split, seed, labels=labels)
+        split = torch.zeros(n, dtype=torch.long)
+        for i, name in enumerate(SPLITS):
+            split[index[name]] = i
+    seed = spec.seed if spec.seed is not None else seed
+    gen = torch.Generator().manual_seed(seed)
+    triplets, t_split = label_triplets(labels, split, spec.triplets_per_anchor, gen)
+    ids = values[spec.id_column][first] if spec.id_column is not None else _text_ids(n)
+    if spec.id_column is not None and np.unique(ids).size != n:
+        dup = np.unique(ids, return_counts=True)
+        name = str(dup[0][np.argmax(dup[1] > 1)])
+        line = int(lines[np.flatnonzero(values[spec.id_column] == name)[1]])
+        raise _text_error(spec.path, line, spec.id_column, f"the id {name!r} is repeated")
+    corpus = TextCorpus(
+        texts=texts,
+        text_ids=ids,
+        triplets=triplets,
+        triplet_split=t_split,
+        triplet_source=torch.full_like(t_split, SOURCE_RANDOM),
+        labels=labels,
+        label_names=label_names,
+        key=f"labeled_texts:{spec.path}:{spec.split.model_dump_json()}:{seed}",
+    )
+    if not (t_split == 0).any():
+        raise ValueError(
+            f"{spec.path}: no training triplets: no class of the train split has two texts and "
+            "another class beside it; give more texts per class or a larger train fraction"
+        )
+    _check_splits(corpus, spec.path)
+    return corpus
+
+
+def load_texts(spec: TextData | LabeledTextsSource, seed: int) -> TextCorpus:
+    """The corpus `spec` (a `data` section of `core.spec.texts`, or `labeled_texts`)
+    describes."""
     if isinstance(spec, SickData):
         return load_sick(spec, seed)
     if isinstance(spec, ScoredPairsData):
         return load_scored_pairs(spec, seed)
     if isinstance(spec, TripletsData):
         return load_triplets(spec, seed)
+    if getattr(spec, "format", None) == "labeled_texts":
+        return load_labeled_texts(spec, seed)
     raise ValueError(f"unknown text data format {getattr(spec, 'format', spec)!r}")
 
 
 __all__ = [
     "SOURCE_NAMES",
+    "LabeledTextsSource",
+    "hard_label_negatives",
+    "label_triplets",
+    "load_labeled_texts",
     "TextCorpus",
     "TextDataError",
     "derive_triplets",

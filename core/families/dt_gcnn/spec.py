@@ -1,7 +1,8 @@
 """Spec of the `dt_gcnn` family: text embeddings trained with a triplet loss by a GCN over a
 dynamic cosine kNN graph of the texts themselves (seed 002, DT-GCNN).
 
-Its data formats (`sick`, `scored_pairs`, `triplets`) are shared: `core.spec.texts`.
+Its data formats `sick`, `scored_pairs`, `triplets` are shared (`core.spec.texts`);
+`labeled_texts` (texts with a class label) is defined here until a second family reads it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,59 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from core.spec.common import MAX_BATCH, MAX_EPOCHS, BaseJobSpec, Section, TrainingSpec
+from core.spec.data import DataPath
+from core.spec.splits import FractionsSplit, OwnSplit
 from core.spec.tasks import MetricForBest
-from core.spec.texts import TextData, TripletsData
+from core.spec.texts import ScoredPairsData, SickData, TripletsData
+
+# --- data: the shared text formats, and texts with class labels -------------------------------
+
+
+class LabeledTextsData(Section):
+    """A CSV/TSV of texts with a class label (`core.data.texts.load_labeled_texts`): every text
+    whose class has another text in its split anchors `triplets_per_anchor` triplets, with a
+    seeded random positive of its class and a negative of another class from its split:
+    `random`, or `hard` (the anchor's most cosine-similar texts of other classes by the input
+    features). Mining (`mining.strategy`) then only takes negatives of another class."""
+
+    format: Literal["labeled_texts"]
+    path: DataPath
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = Field(default=None, description="text ids; default: t000000, ...")
+    delimiter: Literal[",", "\t", ";", "|"] | None = Field(
+        default=None, description="default: tab for .tsv/.txt, else comma"
+    )
+    split_column: str | None = Field(
+        default=None,
+        description="a column of train/val/test per text (split.kind 'own'); else split.fractions "
+        "(stratified by label)",
+    )
+    split: Annotated[OwnSplit | FractionsSplit, Field(discriminator="kind")] = Field(
+        default_factory=lambda: FractionsSplit(kind="fractions")
+    )
+    triplets_per_anchor: Annotated[int, Field(ge=1, le=50)] = 2
+    negatives: Literal["random", "hard"] = "random"
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = Field(
+        default=None, description="default: training.seed"
+    )
+
+    @model_validator(mode="after")
+    def _split_source(self) -> LabeledTextsData:
+        if isinstance(self.split, OwnSplit) and self.split_column is None:
+            raise ValueError("data.split.kind is 'own' but data.split_column is not set")
+        if self.split_column is not None and not isinstance(self.split, OwnSplit):
+            if "split" in self.model_fields_set:
+                raise ValueError(
+                    "data.split_column is set: use data.split.kind 'own' (or drop split_column)"
+                )
+            self.__dict__["split"] = OwnSplit(kind="own")
+        return self
+
+
+DtGcnnData = Annotated[
+    SickData | ScoredPairsData | TripletsData | LabeledTextsData, Field(discriminator="format")
+]
 
 # --- text features: one variant per featuriser (the closed registry of `features.py`) ----------
 
@@ -171,7 +223,84 @@ class FeatureNoise(Section):
     probability: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
-Augmentation = Annotated[FeatureNoise, Field(discriminator="kind")]
+class WordDropout(Section):
+    """Model-free text augmentation: `copies` seeded variants of every training text, each word
+    dropped with probability `rate` (at least one word kept), featurised once (and cached) by
+    the run's featuriser; at every step a `probability` share of the training texts is
+    replaced by one of its variants. Words are whitespace-separated tokens; the variants are
+    drawn on token id tensors (`core.families.dt_gcnn.augment`)."""
+
+    kind: Literal["word_dropout"]
+    rate: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    copies: Annotated[int, Field(ge=1, le=16)] = 2
+    probability: Annotated[float, Field(gt=0, le=1)] = 0.5
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = Field(
+        default=None, description="default: training.seed"
+    )
+
+
+class WordSwap(Section):
+    """Like `word_dropout`, but each variant swaps adjacent words: each word position starts a
+    swap with its right neighbour with probability `rate` (swaps never overlap)."""
+
+    kind: Literal["word_swap"]
+    rate: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    copies: Annotated[int, Field(ge=1, le=16)] = 2
+    probability: Annotated[float, Field(gt=0, le=1)] = 0.5
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = Field(
+        default=None, description="default: training.seed"
+    )
+
+
+Augmentation = Annotated[FeatureNoise | WordDropout | WordSwap, Field(discriminator="kind")]
+
+# --- progressive freezing, auxiliary heads, plots --------------------------------------------
+
+# The model parts a stage may freeze (`DTGCNN.parts`): the input projection (with its batch
+# norm), the GCN layers (with their batch norms and graph mix), the output layer, the auxiliary
+# heads.
+FREEZABLE = ("projection", "gcn", "output", "aux_heads")
+
+
+class FreezeStage(Section):
+    """From `epoch` (1-based) on, until the next stage, the parts in `freeze` do not train: their
+    parameters get no gradient (the optimizer skips them: no update, no weight decay, their
+    Adam moments kept) and their batch norms and dropout run in eval mode. An empty `freeze`
+    trains everything. Epochs before the first stage train everything."""
+
+    epoch: Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+    freeze: list[Literal["projection", "gcn", "output", "aux_heads"]] = Field(
+        default_factory=list, max_length=len(FREEZABLE)
+    )
+
+
+class AuxHead(Section):
+    """An auxiliary objective on the embeddings, added to the triplet loss with `weight` and
+    reported as the loss part `aux_<kind>`: `label` (a linear classifier of each batch text's
+    class, cross-entropy; labeled_texts), `relatedness` (a linear regression of a pair's score
+    scaled to [0, 1] from [|a - b|, a * b], MSE; scored pairs) or `entailment` (a logistic
+    classifier of entailed vs not from the same pair features; scored pairs). The heads are
+    part of the model (trained, checkpointed) but not of the embeddings."""
+
+    kind: Literal["label", "relatedness", "entailment"]
+    weight: Annotated[float, Field(gt=0, le=100)] = 0.1
+    pairs_per_step: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=256, description="training pairs sampled per step (pair heads)"
+    )
+
+
+EMBEDDING_MAPS = ("pca", "tsne", "umap")
+
+
+class PlotsSpec(Section):
+    """Plots written at the end as `plot` artifacts: the metric curves per epoch, and 2-D maps
+    of up to `max_points` test embeddings (a seeded sample) coloured by class label where the
+    data have one (else by nothing): PCA always, plus each method in `maps` (`tsne`: scikit-
+    learn; `umap`: the optional `umap-learn` package, refused where it is not installed)."""
+
+    maps: list[Literal["tsne", "umap"]] = Field(default_factory=list, max_length=2)
+    max_points: Annotated[int, Field(ge=10, le=20_000)] = 1000
+    enabled: bool = True
 
 
 class EmbeddingCheckSpec(Section):
@@ -191,7 +320,7 @@ class TextTrainingSpec(TrainingSpec):
 
 class DtGcnnSpec(BaseJobSpec):
     family: Literal["dt_gcnn"]
-    data: TextData
+    data: DtGcnnData
     features: FeaturesSpec = Field(default_factory=lambda: TfidfSvdFeatures(name="tfidf_svd"))
     model: DtGcnnModelSpec = Field(default_factory=DtGcnnModelSpec)
     graph: GraphSpec = Field(default_factory=GraphSpec)
@@ -200,23 +329,35 @@ class DtGcnnSpec(BaseJobSpec):
     curriculum: CurriculumSpec = Field(default_factory=CurriculumSpec)
     augmentation: list[Augmentation] = Field(default_factory=list, max_length=4)
     embedding_check: EmbeddingCheckSpec = Field(default_factory=EmbeddingCheckSpec)
+    freeze_stages: list[FreezeStage] = Field(default_factory=list, max_length=20)
+    aux_heads: list[AuxHead] = Field(default_factory=list, max_length=3)
+    plots: PlotsSpec = Field(default_factory=PlotsSpec)
     metric_for_best: MetricForBest | None = Field(
         default=None,
-        description="default: val_spearman (max) for scored pairs, val_loss (min) for "
-        "triplets; also the checkpoint and early-stopping monitor unless those are set",
+        description="default: val_spearman (max) for scored pairs, val_recall_at_1 (max) for "
+        "labeled texts, val_loss (min) for triplets; also the checkpoint and early-stopping "
+        "monitor unless those are set",
     )
     training: TextTrainingSpec = Field(default_factory=TextTrainingSpec)
 
     @property
     def has_pairs(self) -> bool:
         """Whether the data have scored pairs (Spearman / Pearson are reported)."""
-        return not isinstance(self.data, TripletsData)
+        return isinstance(self.data, SickData | ScoredPairsData)
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the texts have class labels (recall@1 is reported)."""
+        return isinstance(self.data, LabeledTextsData)
 
     def reported_metrics(self) -> list[str]:
-        names = ["loss", "accuracy", "pos_distance", "neg_distance", "hard_negative_ratio",
-                 "active_fraction", "embedding_std"]  # fmt: skip
+        names = ["loss", "triplet", "accuracy", "pos_distance", "neg_distance",
+                 "hard_negative_ratio", "active_fraction", "embedding_std"]  # fmt: skip
         if self.has_pairs:
             names += ["spearman", "pearson", "graded_accuracy"]
+        if self.has_labels:
+            names += ["recall_at_1"]
+        names += [f"aux_{h.kind}" for h in self.aux_heads]
         return [f"val_{n}" for n in names]
 
     @model_validator(mode="after")
@@ -232,9 +373,18 @@ class DtGcnnSpec(BaseJobSpec):
                 "epoch's batches, but curriculum stages change the count; use an epoch "
                 "scheduler (cosine, step, plateau) or curriculum.stages 1"
             )
+        errors = self._strategy_errors()
+        if errors:
+            raise ValueError("; ".join(errors))
         reported = self.reported_metrics()
         if self.metric_for_best is None:
-            best = ("val_spearman", "max") if self.has_pairs else ("val_loss", "min")
+            best = (
+                ("val_spearman", "max")
+                if self.has_pairs
+                else ("val_recall_at_1", "max")
+                if self.has_labels
+                else ("val_loss", "min")
+            )
             self.__dict__["metric_for_best"] = MetricForBest(name=best[0], mode=best[1])
         elif self.metric_for_best.name not in reported:
             raise ValueError(
@@ -246,9 +396,58 @@ class DtGcnnSpec(BaseJobSpec):
         self.monitor_by_default(best.name, best.mode)  # unless they name their own
         return self
 
+    def _strategy_errors(self) -> list[str]:
+        """Every rule the freeze stages, auxiliary heads and text augmentations break."""
+        errors = []
+        epochs = [stage.epoch for stage in self.freeze_stages]
+        if epochs != sorted(set(epochs)):
+            errors.append(f"freeze_stages epochs {epochs} must be strictly increasing")
+        if epochs and epochs[-1] > self.training.epochs:
+            errors.append(
+                f"freeze_stages epoch {epochs[-1]} is after the last epoch "
+                f"(training.epochs = {self.training.epochs})"
+            )
+        if self.freeze_stages and self.resources.devices > 1:
+            errors.append(
+                "freeze_stages need resources.devices 1: DDP cannot change which parameters "
+                "train after it wraps the model"
+            )
+        kinds = [h.kind for h in self.aux_heads]
+        if len(set(kinds)) != len(kinds):
+            errors.append(f"aux_heads repeat a kind ({kinds}); give each kind once")
+        for kind in kinds:
+            if kind == "label" and not self.has_labels:
+                errors.append(
+                    "aux_heads kind 'label' needs class labels (data.format labeled_texts); "
+                    f"data.format is {self.data.format!r}"
+                )
+            if kind in ("relatedness", "entailment"):
+                if not self.has_pairs:
+                    errors.append(
+                        f"aux_heads kind {kind!r} needs scored pairs (data.format sick or "
+                        f"scored_pairs); data.format is {self.data.format!r}"
+                    )
+                elif self.graph.scope != "corpus":
+                    errors.append(
+                        f"aux_heads kind {kind!r} needs graph.scope corpus (the pairs are "
+                        "sampled over every training text)"
+                    )
+        if "aux_heads" in {p for s in self.freeze_stages for p in s.freeze} and not kinds:
+            errors.append("freeze_stages freeze aux_heads but aux_heads is empty")
+        return errors
+
 
 __all__ = [
+    "EMBEDDING_MAPS",
+    "FREEZABLE",
+    "AuxHead",
     "CurriculumSpec",
+    "DtGcnnData",
+    "FreezeStage",
+    "LabeledTextsData",
+    "PlotsSpec",
+    "WordDropout",
+    "WordSwap",
     "DtGcnnModelSpec",
     "DtGcnnSpec",
     "FeatureNoise",

@@ -12,6 +12,7 @@ split's texts), refined once from the embeddings it gives when rebuilding is on.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import math
 from pathlib import Path
@@ -24,11 +25,20 @@ from torch import Tensor, nn
 
 from core import distributed as D
 from core.data.splits import SPLITS
-from core.data.texts import SOURCE_NAMES, TextCorpus, join_on_anchor, load_texts
+from core.data.texts import (
+    SOURCE_NAMES,
+    TextCorpus,
+    hard_label_negatives,
+    join_on_anchor,
+    load_texts,
+)
+from core.families.dt_gcnn.augment import variants
 from core.families.dt_gcnn.features import featurize
 from core.families.dt_gcnn.graph import gcn_adjacency, knn_graph
 from core.families.dt_gcnn.model import DTGCNN, rowwise_distance
-from core.families.dt_gcnn.spec import DtGcnnSpec
+from core.families.dt_gcnn.spec import FREEZABLE, DtGcnnSpec, FeatureNoise
+from core.plots import embedding_map, training_curves, tsne_2d
+from core.projection import pca_2d, umap_2d
 from core.task import Output, RunContext, Task, embeddings_outputs
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,12 @@ GRADED_GAP = 1.0  # graded accuracy: two partners of one anchor whose scores dif
 def _epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible seed per (run seed, epoch)."""
     return (seed * 1_000_003 + epoch * 9_176 + 7_919) % (2**63 - 1)
+
+
+def _umap_installed() -> bool:
+    """Whether umap-learn is importable (a stale namespace directory `umap` does not count)."""
+    found = importlib.util.find_spec("umap")
+    return found is not None and found.origin is not None
 
 
 def _unwrapped(model: nn.Module) -> DTGCNN:
@@ -65,6 +81,31 @@ class SplitView:
         else:
             self.pairs = torch.zeros(0, 2, dtype=torch.long)
             self.scores = torch.zeros(0)
+        self.entailed = (
+            corpus.entailed[self.pair_index].float()
+            if corpus.entailed is not None
+            else torch.zeros(self.pairs.size(0))
+        )
+        # [n] each text's class (labeled_texts), else None.
+        self.labels = None if corpus.labels is None else corpus.labels[self.rows]
+
+
+def recall_at_1(z: Tensor, labels: Tensor, chunk_size: int = 4096) -> float:
+    """The share of texts whose nearest other text (cosine) has their class, over the texts
+    whose class has another text here (leave-one-out 1-NN). z [n, D], labels [n]."""
+    n = z.size(0)
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1)[labels]
+    unit = torch.nn.functional.normalize(z.float(), dim=1)
+    nearest = torch.empty(n, dtype=torch.long, device=z.device)
+    for start in range(0, n, chunk_size):  # chunks of rows: memory [chunk, n]
+        sim = unit[start : start + chunk_size] @ unit.T
+        local = torch.arange(sim.size(0), device=z.device)
+        sim[local, local + start] = -torch.inf
+        nearest[start : start + chunk_size] = sim.argmax(1)
+    counted = counts >= 2
+    if not counted.any():
+        return math.nan
+    return float((labels[nearest] == labels)[counted].float().mean())
 
 
 def pair_metrics(z: Tensor, pairs: Tensor, scores: Tensor, prefix: str) -> dict[str, float]:
@@ -107,19 +148,34 @@ class DtGcnnTask(Task):
         self.results: dict[str, dict[str, float]] = {}
         self.easy_first = torch.zeros(0, dtype=torch.long)  # training triplets, easiest first
         self.stage = 0  # the curriculum stage of the epoch being trained
+        self.freeze_stage = -1  # the freeze stage in force (-1: none yet, all parts train)
+        # Text augmentations: per spec entry, [copies, n_train, F] features of the variants.
+        self.text_variants: list[tuple[Tensor, float]] = []
+        self.score_range = (0.0, 1.0)  # the training scores' min and max (relatedness head)
 
     # --- data and model -------------------------------------------------------------------------
 
     def setup_data(self) -> None:
         spec = self.spec
+        if "umap" in spec.plots.maps and not _umap_installed():
+            raise ValueError(
+                "plots.maps 'umap' needs the optional umap-learn package (pip install "
+                "'trainctl[umap]'); choose one of tsne, or leave it out (PCA is always drawn)"
+            )
         corpus = load_texts(spec.data, spec.training.seed)
+        features = featurize(corpus.texts, spec.features)
+        if getattr(spec.data, "negatives", "random") == "hard":
+            corpus = hard_label_negatives(corpus, torch.from_numpy(features), spec.graph.chunk_size)
         self.corpus = corpus
         self.views = {name: SplitView(corpus, name) for name in SPLITS}
         empty = [name for name, v in self.views.items() if v.triplets.size(0) == 0]
         if empty:
             raise ValueError(f"split(s) {empty} have no triplets with data {spec.data.format!r}")
-        features = featurize(corpus.texts, spec.features)
         self.x = torch.from_numpy(features).to(self.ctx.device)
+        self._text_augmentations()
+        train = self.views["train"]
+        if train.scores.numel():
+            self.score_range = (float(train.scores.min()), float(train.scores.max()))
         if self.spec.training.batch_size // self.ctx.world_size == 0:
             raise ValueError(
                 f"training.batch_size ({spec.training.batch_size}) is smaller than "
@@ -131,14 +187,33 @@ class DtGcnnTask(Task):
         self.easy_first = torch.argsort(-train_gaps.nan_to_num(0.0), stable=True)
         self.stage = self.curriculum_stage(1)
 
+    def _text_augmentations(self) -> None:
+        """Featurise `copies` variants of every training text per word augmentation (seeded;
+        the featuriser fitted on the corpus, cached like the corpus's features)."""
+        assert self.corpus is not None and self.x is not None
+        texts = self.corpus.texts[self.views["train"].rows.numpy()]
+        for i, aug in enumerate(self.spec.augmentation):
+            if isinstance(aug, FeatureNoise):
+                continue
+            seed = aug.seed if aug.seed is not None else self.spec.training.seed + 7_919 * i
+            copies = variants(texts, aug.kind, aug.rate, aug.copies, seed)  # [copies, n]
+            z = featurize(self.corpus.texts, self.spec.features, copies.reshape(-1))
+            z = torch.from_numpy(z).view(aug.copies, len(texts), -1).to(self.ctx.device)
+            self.text_variants.append((z, aug.probability))
+            log.info("%s: %d variants of %d training texts featurised", aug.kind, aug.copies,
+                     len(texts))  # fmt: skip
+
     def build_model(self) -> nn.Module:
-        assert self.x is not None, "setup_data first"
+        assert self.x is not None and self.corpus is not None, "setup_data first"
         s = self.spec
+        classes = 0 if self.corpus.label_names is None else len(self.corpus.label_names)
+        widths = {"label": classes, "relatedness": 1, "entailment": 1}
         model = DTGCNN(
             int(self.x.size(1)),
             **s.model.model_dump(),  # the spec's model fields are the constructor's keywords
             **s.loss.model_dump(),
             mining=s.mining.strategy,
+            aux_heads={h.kind: widths[h.kind] for h in s.aux_heads},
         )
         train = self.views["train"]
         log.info(
@@ -213,8 +288,35 @@ class DtGcnnTask(Task):
         keep = -(-triplets.size(0) * (self.stage + 1) // stages)
         return triplets[self.easy_first[:keep]]
 
+    def freeze_stage_at(self, epoch: int) -> int:
+        """The index of the freeze stage in force at `epoch` (-1: before the first)."""
+        epochs = torch.tensor([stage.epoch for stage in self.spec.freeze_stages])
+        return int((epochs <= epoch).sum()) - 1
+
+    def _apply_freeze(self, epoch: int) -> None:
+        """Freeze the parts `epoch`'s stage names: no gradient (so the optimizer skips them)
+        and eval mode for their batch norms and dropout; every other part trains. Called at
+        each epoch's start, so a resumed run is in the right stage from its first epoch."""
+        if not self.spec.freeze_stages or self.model is None:
+            return
+        index = self.freeze_stage_at(epoch)
+        frozen = set(self.spec.freeze_stages[index].freeze) if index >= 0 else set()
+        params, modules = self.model.parts(), self.model.part_modules()
+        for part in FREEZABLE:
+            for p in params[part]:
+                p.requires_grad_(part not in frozen)
+                if part in frozen:
+                    p.grad = None
+            for module in modules[part]:
+                module.train(part not in frozen and self.model.training)
+        if index != self.freeze_stage:
+            log.info("epoch %d: freeze stage %d, frozen: %s", epoch, index + 1,
+                     ", ".join(sorted(frozen)) or "nothing")  # fmt: skip
+        self.freeze_stage = index
+
     def train_batches(self, epoch: int) -> D.RankBatches[Tensor]:
         self._maybe_rebuild(epoch)
+        self._apply_freeze(epoch)
         triplets = self._stage_triplets(epoch)
         gen = torch.Generator().manual_seed(_epoch_seed(self.spec.training.seed, epoch))
         order = torch.randperm(triplets.size(0), generator=gen)
@@ -239,6 +341,9 @@ class DtGcnnTask(Task):
         valid = (c != a) & (c != p)
         if rows is not None:
             a, c = rows[a], rows[c]
+        if view.labels is not None:  # a negative must be of another class
+            labels = view.labels.to(triplets.device)
+            valid = valid & (labels[c] != labels[a])
         query = a * view.n + c  # [B, C]
         # `keys` is sorted: a binary search per query beats `torch.isin` (which sorts them all).
         at = torch.searchsorted(keys, query).clamp(max=max(keys.numel() - 1, 0))
@@ -246,8 +351,18 @@ class DtGcnnTask(Task):
         return valid & ~known
 
     def _augment(self, x: Tensor) -> Tensor:
-        """`x` [n, F] with the spec's feature noise (global RNG, like dropout)."""
+        """`x` [n_train, F] with the spec's augmentations in order (global RNG, like dropout):
+        a word augmentation replaces a `probability` share of the texts by one of their
+        variants, feature noise adds Gaussian noise."""
+        variants_left = iter(self.text_variants)
         for aug in self.spec.augmentation:
+            if not isinstance(aug, FeatureNoise):
+                z, probability = next(variants_left)  # [copies, n, F]
+                n = x.size(0)
+                which = torch.randint(z.size(0), (n,), device=x.device)
+                replace = torch.rand(n, device=x.device) < probability
+                x = torch.where(replace[:, None], z[which, torch.arange(n, device=x.device)], x)
+                continue
             scale = x.std(0, keepdim=True) * aug.std  # [1, F]
             noise = torch.randn_like(x) * scale
             if aug.probability < 1:
@@ -272,10 +387,41 @@ class DtGcnnTask(Task):
         valid = None
         if objective.mining != "none":
             valid = self._valid(triplets, candidates, rows)
-        return objective.loss(z, triplets, candidates, valid, margin)
+        out = objective.loss(z, triplets, candidates, valid, margin)
+        out["triplet"] = out["loss"]
+        total = out["loss"]
+        for head in self.spec.aux_heads:
+            term = self._aux_train(objective, head.kind, z, triplets, rows, head.pairs_per_step)
+            out[f"aux_{head.kind}"] = term
+            total = total + head.weight * term
+        out["loss"] = total
+        return out
+
+    def _aux_train(
+        self, objective: DTGCNN, kind: str, z: Tensor, triplets: Tensor, rows: Tensor | None,
+        pairs_per_step: int,
+    ) -> Tensor:  # fmt: skip
+        """An auxiliary head's loss on the step: `label` over the batch's texts, the pair
+        heads over `pairs_per_step` training pairs drawn at random (global RNG)."""
+        view = self.views["train"]
+        if kind == "label":
+            assert view.labels is not None
+            texts = torch.unique(triplets)  # rows of z
+            train_rows = texts if rows is None else rows[texts]
+            return objective.aux_loss(kind, z[texts], view.labels.to(z.device)[train_rows])
+        pick = torch.randint(view.pairs.size(0), (pairs_per_step,))
+        pairs = view.pairs[pick].to(z.device)
+        return objective.aux_loss(kind, z, self._aux_target(kind, view, pick), pairs)
+
+    def _aux_target(self, kind: str, view: SplitView, index: Tensor) -> Tensor:
+        if kind == "relatedness":
+            low, high = self.score_range
+            return ((view.scores[index] - low) / max(high - low, 1e-12)).to(self.ctx.device)
+        return view.entailed[index].to(self.ctx.device)
 
     def loss_parts(self) -> tuple[str, ...]:
-        return ("active_fraction", "pos_distance", "neg_distance")
+        aux = tuple(f"aux_{h.kind}" for h in self.spec.aux_heads)
+        return ("active_fraction", "pos_distance", "neg_distance", "triplet", *aux)
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -309,13 +455,43 @@ class DtGcnnTask(Task):
             f"{split}_active_fraction": float((losses > 0).float().mean()),
             f"{split}_embedding_std": float(z.std(0).mean()),
         }
+        if view.labels is not None:
+            out[f"{split}_recall_at_1"] = recall_at_1(z, view.labels.to(z.device))
         return out | pair_metrics(z, view.pairs.to(z.device), view.scores, split)
+
+    @torch.no_grad()
+    def _aux_metrics(self, model: DTGCNN, z: Tensor, split: str) -> dict[str, float]:
+        """Each auxiliary head's loss on `split` (all its texts or pairs)."""
+        view = self.views[split]
+        out = {}
+        was_training = model.training
+        model.eval()
+        for head in self.spec.aux_heads:
+            if head.kind == "label":
+                assert view.labels is not None
+                value = model.aux_loss("label", z, view.labels.to(z.device))
+            elif view.pairs.size(0) == 0:
+                continue
+            else:
+                everything = torch.arange(view.pairs.size(0))
+                target = self._aux_target(head.kind, view, everything)
+                value = model.aux_loss(head.kind, z, target, view.pairs.to(z.device))
+            out[f"{split}_aux_{head.kind}"] = float(value)
+        model.train(was_training)
+        return out
 
     def evaluate(self, model: nn.Module, split: str, epoch: int) -> dict[str, float]:
         objective = _unwrapped(model)
         z = self.embed_split(model, split)
         margin = objective.margin_at(max(self.epoch, 1), self.spec.training.epochs)
         metrics = self._metrics(z, split, objective.distance, margin)
+        metrics |= self._aux_metrics(objective, z, split)
+        # The loss parts as in training: `loss` is the triplet loss plus the weighted heads.
+        metrics[f"{split}_triplet"] = metrics[f"{split}_loss"]
+        for head in self.spec.aux_heads:
+            aux = metrics.get(f"{split}_aux_{head.kind}")
+            if aux is not None:
+                metrics[f"{split}_loss"] += head.weight * aux
         threshold = self.spec.embedding_check.collapse_std
         if metrics[f"{split}_embedding_std"] < threshold:
             log.warning(
@@ -355,7 +531,8 @@ class DtGcnnTask(Task):
 
     def state_dict(self) -> dict[str, Any]:
         source = None if self.graph_source is None else self.graph_source.cpu()
-        return {"graph_epoch": self.graph_epoch, "graph_source": source, "stage": self.stage}
+        return {"graph_epoch": self.graph_epoch, "graph_source": source, "stage": self.stage,
+                "freeze_stage": self.freeze_stage}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -364,6 +541,9 @@ class DtGcnnTask(Task):
         self._set_graph(None if source is None else source.to(self.ctx.device))
         self.graph_epoch = int(state.get("graph_epoch", 1))
         self.stage = int(state.get("stage", 0))
+        # The stage follows the epoch (`_apply_freeze` at the next epoch's start); kept for
+        # the log line and for inspection.
+        self.freeze_stage = int(state.get("freeze_stage", -1))
 
     @torch.no_grad()
     def write_outputs(self, model: nn.Module, run_dir: Path) -> list[Output]:
@@ -391,6 +571,43 @@ class DtGcnnTask(Task):
             outputs.append(Output("predictions", "predictions.csv"))
         self._write_triplets(run_dir / "triplets.csv")
         outputs.append(Output("data", "triplets.csv", meta={"rows": len(corpus.triplets)}))
+        if self.spec.plots.enabled:
+            outputs += self._write_plots(run_dir, split_z["test"])
+        return outputs
+
+    def _write_plots(self, run_dir: Path, z: Tensor) -> list[Output]:
+        """The metric curves and the 2-D maps of (a seeded sample of) the test embeddings."""
+        outputs = []
+        total = "Loss (triplet + auxiliary)" if self.spec.aux_heads else "Triplet loss"
+        parts = [("loss", total), ("accuracy", "Triplet accuracy")]
+        if self.spec.has_pairs:
+            parts.append(("spearman", "Spearman (cosine vs score)"))
+        if self.spec.has_labels:
+            parts.append(("recall_at_1", "Recall@1 (nearest text's class)"))
+        parts += [(f"aux_{h.kind}", f"Auxiliary: {h.kind}") for h in self.spec.aux_heads]
+        curves = training_curves(run_dir, "plots/metric_curves.png", parts)
+        if curves is not None:
+            outputs.append(Output("plot", curves, meta={"what": "metric curves"}))
+        view = self.views["test"]
+        gen = torch.Generator().manual_seed(self.spec.training.seed)
+        keep = torch.randperm(z.size(0), generator=gen)[: self.spec.plots.max_points]
+        keep = keep.sort().values
+        points = z[keep].numpy()
+        labels, names = None, None
+        if view.labels is not None and self.corpus is not None:
+            labels = view.labels[keep].numpy()
+            names = self.corpus.label_names
+        for method in ("pca", *self.spec.plots.maps):
+            if method == "pca":
+                coords = pca_2d(points)[0]
+            elif method == "umap":
+                coords = umap_2d(points, seed=self.spec.training.seed)
+            else:
+                coords = tsne_2d(points, self.spec.training.seed)
+            path = f"plots/embedding_map_{method}.png"
+            title = f"Test embeddings ({len(points)} texts), {method.upper()}"
+            embedding_map(run_dir, coords, path, labels, names, title=title)
+            outputs.append(Output("plot", path, meta={"method": method, "points": len(points)}))
         return outputs
 
     def _write_predictions(self, path: Path, split_z: dict[str, Tensor]) -> None:
@@ -427,7 +644,13 @@ class DtGcnnTask(Task):
 
     def summary(self) -> dict[str, Any]:
         baseline = self.baseline()
-        metric = "spearman" if self.spec.has_pairs else "accuracy"
+        metric = (
+            "spearman"
+            if self.spec.has_pairs
+            else "recall_at_1"
+            if self.spec.has_labels
+            else "accuracy"
+        )
         value = self.results.get("test", {}).get(f"test_{metric}", math.nan)
         return {
             "quality": {
@@ -449,4 +672,4 @@ class DtGcnnTask(Task):
         }
 
 
-__all__ = ["DtGcnnTask", "SplitView", "pair_metrics"]
+__all__ = ["DtGcnnTask", "SplitView", "pair_metrics", "recall_at_1"]
