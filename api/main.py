@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,11 +16,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
+from starlette.routing import Match
 
 from api.dispatch import CeleryDispatcher, Dispatcher
 from api.docs import serve_docs_offline
 from api.embeddings import IndexCache
+from api.observability import install as install_observability
+from api.openapi import document_errors
 from api.routes import datasets, embeddings, files, health, jobs
+from api.routes import families as families_routes
+from api.routes import groups as groups_routes
+from api.ui import routes as ui_routes
 from core.spec import SpecError
 from store.db import make_engine, session_factory
 from store.migrate import head_revision, upgrade_head
@@ -69,9 +76,16 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _request_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DataError, _bad_value)
+    app.add_exception_handler(Exception, _internal_error)  # any other: a 500 without internals
+    app.add_exception_handler(405, _method_not_allowed)
+    document_errors(app)  # the error bodies and codes in /openapi.json (`api.openapi`)
     for module in (health, jobs, files, embeddings, datasets):
         app.include_router(module.router)
+    app.include_router(families_routes.router)  # GET /families, /families/{f}/schema
+    app.include_router(groups_routes.router)  # sweeps as job groups: /groups (docs/sweeps.md)
+    app.include_router(ui_routes.router)  # the dashboard at /ui (and / redirecting there)
     serve_docs_offline(app)  # Swagger UI from the swagger-ui-bundle package, not a CDN
+    install_observability(app, settings)  # GET /metrics; request counts and latency
     return app
 
 
@@ -118,6 +132,37 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     log.error("database error on %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE, content={"detail": "database unavailable"}
+    )
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with an `Allow` header listing every method of every route on this path (Starlette
+    lists only the first route's, and a path's methods are often separate routes)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    allow = ", ".join(sorted(methods))
+    return JSONResponse(
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        content={"detail": f"method {request.method} not allowed here; allowed: {allow}"},
+        headers={"Allow": allow},
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """An unexpected error: the traceback goes to the log under a reference the client gets;
+    the client sees no exception text, path or address (`docs/reliability.md`)."""
+    reference = uuid.uuid4().hex[:12]
+    log.error(
+        "internal error %s on %s %s", reference, request.method, request.url.path, exc_info=exc
+    )
+    return JSONResponse(
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        content={"detail": f"internal server error (reference {reference}; details in the log)"},
     )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Public(BaseModel):
@@ -35,6 +35,11 @@ class JobPublic(Public):
     # Of a finished job of an embedding family (single-job responses only): the summary's
     # `quality` block, its metric beside the untrained baseline.
     quality: dict[str, Any] | None = None
+    # Of a member of a job group (`POST /groups`): the group, the member's index in the sweep's
+    # expansion and the values the sweep set for it; null for a job submitted alone.
+    group_id: str | None = None
+    group_index: int | None = None
+    sweep_values: dict[str, Any] | None = None
 
 
 class JobsPublic(BaseModel):
@@ -109,3 +114,84 @@ class DatasetsPublic(BaseModel):
 class Health(BaseModel):
     status: str
     revision: str | None = None
+
+
+# --- job groups (`POST /groups`, docs/sweeps.md) -------------------------------------------------
+
+
+class GroupCreate(BaseModel):
+    """The body of `POST /groups` (JSON, or YAML with `Content-Type: application/yaml`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, description="default: the spec's `name`"
+    )
+    spec: dict[str, Any] | str = Field(
+        description="the base spec: an object, or YAML/JSON text (as `POST /jobs` takes it)"
+    )
+    sweep: dict[str, Any] = Field(
+        description="`{grid: {dotted.key: [values] | {range: [start, stop, step]}}, "
+        "zip: [{key: [values], key2: [values]}]}`: the grid's cartesian product, crossed with "
+        "each zip block (its lists taken item by item)"
+    )
+    metric: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="the metric `GET /groups/{id}` summarises; default: the spec's "
+        "`metric_for_best.name` where the family has one",
+    )
+
+
+class GroupPublic(Public):
+    id: str
+    name: str
+    family: str
+    size: int  # the number of members
+    metric: str | None
+    created_at: datetime
+    # Members by status (every status, zeros included).
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class GroupsPublic(BaseModel):
+    data: list[GroupPublic]
+    count: int
+
+
+class GroupMemberPublic(BaseModel):
+    """A member job: its index in the expansion, the values the sweep set, its state and its
+    value of the summarised metric (null while it has none)."""
+
+    id: str
+    index: int
+    values: dict[str, Any]
+    status: str
+    phase: str | None
+    progress: float
+    attempt: int
+    error: str | None
+    value: float | None = None
+
+
+class GroupSummaryPublic(BaseModel):
+    """A metric over the members that have it: mean, sample standard deviation (n - 1), min,
+    max, and the member with the best value."""
+
+    metric: str
+    mode: Literal["max", "min"]
+    reduce: Literal["best", "last", "summary"]
+    n: int  # members with a value
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    best_index: int | None
+
+
+class GroupDetailPublic(GroupPublic):
+    spec: dict[str, Any]  # the base spec as submitted
+    sweep: dict[str, Any]  # ranges written out
+    members: list[GroupMemberPublic]
+    summary: GroupSummaryPublic | None = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from cli.client import CLIENT_COMMANDS
+from cli.schema import schema
 from cli.service import api, keys, migrate, up, worker
+from cli.sweep import GROUP_COMMANDS
 from cli.train import train
 
 
@@ -16,12 +18,18 @@ def main(verbose: int) -> None:
     """trainctl: train graph and embedding models, locally or as a service."""
     import logging
 
+    from store.logformat import configure_logging
+
     level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure_logging(level)  # text, or JSON lines with TRAINCTL_LOG_FORMAT=json
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 main.add_command(train)
-for command in (up, api, worker, migrate, keys, *CLIENT_COMMANDS):
+main.add_command(schema)
+for command in (up, api, worker, migrate, keys, *CLIENT_COMMANDS, *GROUP_COMMANDS):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The job store's tables: owners and their API keys, jobs, metrics, artifacts, datasets."""
+"""The job store's tables: owners and their API keys, jobs and job groups, metrics, artifacts,
+datasets."""
 
 from __future__ import annotations
 
@@ -112,6 +113,9 @@ class Job(Base):
         ),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
         Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
+        Index("ix_jobs_group_id_group_index", "group_id", "group_index"),
+        # NULL keys never collide: only submits that sent `Idempotency-Key` are unique.
+        Index("uq_jobs_owner_id_idempotency_key", "owner_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -133,6 +137,37 @@ class Job(Base):
     # null when it is not running.
     phase: Mapped[str | None] = mapped_column(String(64))
     run_dir: Mapped[str] = mapped_column(String(512))
+    # Group membership (`JobGroup`): the group, this job's index in the sweep's expansion and
+    # the values the sweep set (`{"dotted.key": value}`); null for a job submitted alone.
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("job_groups.id"))
+    group_index: Mapped[int | None]
+    sweep_values: Mapped[dict[str, Any] | None]
+    # Reliability (`docs/reliability.md`): when the job was last sent to the broker (the sweep
+    # sends a long-queued one again), the submit's `Idempotency-Key` and body digest, and why a
+    # failed job failed (`worker.policy.FailureClass`).
+    dispatched_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    failure_class: Mapped[str | None] = mapped_column(String(32))
+
+
+class JobGroup(Base):
+    """A sweep submitted at once (`POST /groups`): the base spec, the sweep that expands it
+    (`{"grid": {...}, "zip": [...]}`) and the metric its summary reports. Its members are
+    ordinary jobs with `group_id` set (`Job.group_index`, `Job.sweep_values`)."""
+
+    __tablename__ = "job_groups"
+    __table_args__ = (Index("ix_job_groups_owner_id_created_at", "owner_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    family: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]]
+    sweep: Mapped[dict[str, Any]]
+    metric: Mapped[str | None] = mapped_column(String(128))
+    size: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Metric(Base):

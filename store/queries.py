@@ -10,7 +10,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from numbers import Real
 from typing import Any
 
@@ -24,10 +24,11 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    or_,
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from store.models import (
     FINISHED_STATUSES,
@@ -37,6 +38,7 @@ from store.models import (
     JobStatus,
     Metric,
     MetricStep,
+    Owner,
     new_id,
     utcnow,
 )
@@ -48,9 +50,18 @@ log = logging.getLogger(__name__)
 
 
 def create_job(
-    session: Session, owner_id: int, spec: Mapping[str, Any], *, family: str, name: str
+    session: Session,
+    owner_id: int,
+    spec: Mapping[str, Any],
+    *,
+    family: str,
+    name: str,
+    idempotency_key: str | None = None,
+    request_digest: str | None = None,
 ) -> Job:
-    """Add a queued job for a validated spec (`spec.model_dump(mode="json")`)."""
+    """Add a queued job for a validated spec (`spec.model_dump(mode="json")`); with
+    `idempotency_key` (unique per owner: a second job with the same key is an
+    `IntegrityError`) and the digest of the request that made it."""
     job_id = new_id()
     job = Job(
         id=job_id,
@@ -60,6 +71,9 @@ def create_job(
         spec=dict(spec),
         status=JobStatus.QUEUED,
         run_dir=job_id,
+        dispatched_at=utcnow(),
+        idempotency_key=idempotency_key,
+        request_digest=request_digest,
     )
     session.add(job)
     session.flush()
@@ -74,14 +88,63 @@ def get_owned_job(session: Session, job_id: str, owner_id: int) -> Job | None:
     return session.scalar(_OWNED_JOB, {"job_id": job_id, "owner_id": owner_id})
 
 
+def get_job_by_idempotency_key(session: Session, owner_id: int, key: str) -> Job | None:
+    """The owner's job submitted with `Idempotency-Key: key`, or None."""
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def owner_job_counts(session: Session, owner_id: int) -> dict[str, int]:
+    """How many queued and running jobs the owner has: `{"queued": n, "running": m}`."""
+    rows = session.execute(
+        select(Job.status, func.count())
+        .where(Job.owner_id == owner_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .group_by(Job.status)
+    ).all()
+    counts = {str(JobStatus.QUEUED): 0, str(JobStatus.RUNNING): 0}
+    counts.update({str(status): int(n) for status, n in rows})
+    return counts
+
+
+class RunningLimitReached(Exception):
+    """The job's owner already runs as many jobs as allowed; the job stays queued."""
+
+    def __init__(self, job_id: str, running: int, limit: int):
+        super().__init__(
+            f"job {job_id}: its owner runs {running} jobs (TRAINCTL_MAX_RUNNING_PER_OWNER="
+            f"{limit}); it stays queued"
+        )
+        self.job_id, self.running, self.limit = job_id, running, limit
+
+
 def get_job(session: Session, job_id: str) -> Job | None:
     """The job with this id, freshly read, or None."""
     return session.get(Job, job_id, populate_existing=True)
 
 
-def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
+def claim_job(
+    session: Session, job_id: str, worker: str, *, max_running: int | None = None
+) -> Job | None:
     """Move a queued job to running for `worker`; None if it is not queued (already claimed,
-    cancelled or gone), so a duplicate delivery does nothing."""
+    cancelled or gone), so a duplicate delivery does nothing.
+
+    With `max_running`, raises `RunningLimitReached` (the job stays queued) if its owner already
+    runs that many jobs; the owner's row is locked until the caller commits, so two workers
+    claiming the same owner's jobs at once count each other's."""
+    if max_running is not None:
+        owner_id = session.scalar(
+            select(Job.owner_id).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        )
+        if owner_id is None:
+            log.info("job %s not claimed by %s: not queued", job_id, worker)
+            return None
+        session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update())
+        running = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner_id == owner_id, Job.status == JobStatus.RUNNING)
+        )
+        if (running or 0) >= max_running:
+            raise RunningLimitReached(job_id, running or 0, max_running)
     now = utcnow()
     result = session.execute(
         update(Job)
@@ -93,6 +156,7 @@ def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
             started_at=now,
             finished_at=None,
             error=None,
+            failure_class=None,
             phase="starting",
             updated_at=now,
         )
@@ -115,8 +179,18 @@ def set_progress(session: Session, job_id: str, progress: float) -> None:
     )
 
 
-def finish_job(session: Session, job_id: str, status: str, error: str | None = None) -> bool:
-    """Move a running job to succeeded/failed/cancelled; False if it was not running."""
+def finish_job(
+    session: Session,
+    job_id: str,
+    status: str,
+    error: str | None = None,
+    failure_class: str | None = None,
+    *,
+    stale_before: datetime | None = None,
+) -> bool:
+    """Move a running job to succeeded/failed/cancelled (a failure with its class, see
+    `worker.policy`); False if it was not running (or, with `stale_before`, its worker has
+    reported since then)."""
     status = JobStatus(status)
     if status not in FINISHED_STATUSES:
         raise ValueError(f"finish_job status {status!r}; allowed: {sorted(FINISHED_STATUSES)}")
@@ -125,12 +199,16 @@ def finish_job(session: Session, job_id: str, status: str, error: str | None = N
         "error": error,
         "finished_at": utcnow(),
         "phase": None,
+        "failure_class": failure_class if status == JobStatus.FAILED else None,
     }
     if status == JobStatus.SUCCEEDED:
         values["progress"] = 1.0
+    conditions = [Job.id == job_id, Job.status == JobStatus.RUNNING]
+    if stale_before is not None:
+        conditions.append(Job.updated_at < stale_before)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .where(*conditions)
         .values(**values, updated_at=values["finished_at"])
         .execution_options(synchronize_session=False)
     )
@@ -155,7 +233,38 @@ def requeue_job(session: Session, job_id: str, stale_before: datetime | None = N
         update(Job)
         .where(*conditions)
         .values(
-            status=JobStatus.QUEUED, worker=None, started_at=None, phase=None, updated_at=utcnow()
+            status=JobStatus.QUEUED,
+            worker=None,
+            started_at=None,
+            phase=None,
+            updated_at=utcnow(),
+            dispatched_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def requeue_failed_job(
+    session: Session, job_id: str, error: str, failure_class: str, delay_seconds: float = 0.0
+) -> bool:
+    """Give a running job whose attempt failed back to the queue for an automatic retry
+    (`worker.policy`) in `delay_seconds`, keeping the failure's error and class until the next
+    claim; False if it is not running or a cancel was requested."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.cancel_requested.is_(False))
+        .values(
+            status=JobStatus.QUEUED,
+            worker=None,
+            started_at=None,
+            phase=None,
+            error=error,
+            failure_class=failure_class,
+            updated_at=now,
+            # When its delayed message is due: the sweep does not send it again before then.
+            dispatched_at=now + timedelta(seconds=delay_seconds),
         )
         .execution_options(synchronize_session=False)
     )
@@ -201,11 +310,13 @@ def retry_job(session: Session, job_id: str) -> bool:
             status=JobStatus.QUEUED,
             cancel_requested=False,
             error=None,
+            failure_class=None,
             worker=None,
             started_at=None,
             finished_at=None,
             phase=None,
             updated_at=now,
+            dispatched_at=now,
         )
         .execution_options(synchronize_session=False)
     )
@@ -255,6 +366,38 @@ def stale_running_jobs(session: Session, stale_before: datetime) -> list[str]:
             select(Job.id).where(Job.status == JobStatus.RUNNING, Job.updated_at < stale_before)
         )
     )
+
+
+def stranded_queued_jobs(session: Session, dispatched_before: datetime) -> list[str]:
+    """Ids of queued jobs last sent to the broker before `dispatched_before` (a message that may
+    be lost: a broker restart, a claim that failed and was acknowledged); oldest first."""
+    sent = func.coalesce(Job.dispatched_at, Job.updated_at)
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.status == JobStatus.QUEUED, sent < dispatched_before)
+            .order_by(Job.updated_at, Job.id)
+        )
+    )
+
+
+def mark_dispatched(
+    session: Session, job_id: str, dispatched_before: datetime | None = None
+) -> bool:
+    """Record that a queued job was (about to be) sent to the broker now; with
+    `dispatched_before`, only if it was last sent before then (two sweeps send it once).
+    False if the job is not queued (or was sent since)."""
+    conditions = [Job.id == job_id, Job.status == JobStatus.QUEUED]
+    if dispatched_before is not None:
+        conditions.append(func.coalesce(Job.dispatched_at, Job.updated_at) < dispatched_before)
+    result = session.execute(
+        update(Job)
+        .where(*conditions)
+        # `updated_at` kept: it orders the queue (`queue_position`).
+        .values(dispatched_at=utcnow(), updated_at=Job.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def cancel_stale_job(session: Session, job_id: str, stale_before: datetime) -> bool:
@@ -403,9 +546,40 @@ class StepMetricsPage:
     rows: list[tuple[int, int, str]]  # (step, epoch, values as JSON text), in step order
 
 
+def _attempt_rows(table: Any, key: Any) -> Any:
+    """The rows of `:attempt`, or, with `:attempt` null, the job's effective history: each
+    attempt's rows below the first index (epoch or step) of every later attempt. A resumed
+    attempt starts at the epoch after its checkpoint, so what it redid replaces the earlier
+    attempt's rows and what it has not reached yet shows the earlier ones; an attempt that
+    wrote nothing (resumed after the last epoch) hides nothing. Each index then comes from one
+    attempt: the lineage of the checkpoints the job's outputs come from."""
+    later = aliased(table)
+    later_key = getattr(later, key.key)
+    # Attempts up to the job's own (rows of a later one cannot be, and change nothing).
+    next_start = (
+        select(func.min(later_key))
+        .where(
+            later.job_id == table.job_id,
+            later.attempt > table.attempt,
+            later.attempt <= Job.attempt,
+        )
+        .scalar_subquery()
+    )
+    requested = bindparam("attempt", type_=Integer)
+    return or_(
+        table.attempt == requested,
+        and_(
+            cast(requested, Integer).is_(None),
+            table.attempt <= Job.attempt,
+            or_(next_start.is_(None), key < next_start),
+        ),
+    )
+
+
 def _page_statement(table: Any, key: Any, after: str, *columns: Any) -> Any:
     """The one-query page of a job's rows of `table` with `key` > `:after`, of `:attempt`
-    (default: the job's latest), with the job's attempt and status (the owner's job only).
+    (default: the job's effective history, `_attempt_rows`), with the job's attempt and status
+    (the owner's job only).
     Built once per table: the hot polling path then only binds values (building and keying a
     statement on every call cost three times its execution)."""
     return (
@@ -414,7 +588,7 @@ def _page_statement(table: Any, key: Any, after: str, *columns: Any) -> Any:
             table,
             and_(
                 table.job_id == Job.id,
-                table.attempt == func.coalesce(bindparam("attempt", type_=Integer), Job.attempt),
+                _attempt_rows(table, key),
                 key > bindparam(after),
             ),
         )
@@ -436,8 +610,9 @@ def metrics_page(
     after_epoch: int = -1,
     limit: int = 10_000,
 ) -> MetricsPage | None:
-    """The owner's job's status and its rows of `attempt` (default: the latest) with epoch >
-    `after_epoch`, in one query (this is what every dashboard polls); None if no such job."""
+    """The owner's job's status and its rows of `attempt` (default: the effective history of all
+    attempts, `_attempt_rows`) with epoch > `after_epoch`, in one query (this is what every
+    dashboard polls); None if no such job."""
     params = {"job_id": job_id, "owner_id": owner_id, "attempt": attempt,
               "after_epoch": after_epoch, "limit": limit}  # fmt: skip
     rows = session.execute(_METRICS_PAGE, params).all()
@@ -465,8 +640,8 @@ def metric_steps_page(
     after_step: int = -1,
     limit: int = 10_000,
 ) -> StepMetricsPage | None:
-    """`metrics_page` for the step rows: those of `attempt` (default: the latest) with step >
-    `after_step`, in one query; None if the owner has no such job."""
+    """`metrics_page` for the step rows: those of `attempt` (default: the effective history)
+    with step > `after_step`, in one query; None if the owner has no such job."""
     params = {"job_id": job_id, "owner_id": owner_id, "attempt": attempt,
               "after_step": after_step, "limit": limit}  # fmt: skip
     rows = session.execute(_STEPS_PAGE, params).all()
@@ -593,3 +768,82 @@ def _insert(session: Session, table: Table) -> Insert:
     else:
         raise NotImplementedError(f"upserts need PostgreSQL or SQLite, not {dialect}")
     return insert(table)
+
+
+# --- polling state and service metrics ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricsState:
+    """What a metrics page depends on, read without its rows (for an `ETag`): the job's latest
+    attempt and status, and the count, last index (epoch or step) and newest `created_at` of the
+    rows a page after `after` would hold. Rows are only added or replaced (a replaced row gets a
+    new `created_at`), so a page read after this state holds at least what it describes."""
+
+    attempt: int
+    status: str
+    rows: int
+    last: int | None
+    written_at: datetime | None
+
+
+def _state_statement(table: Any, key: Any, after: str) -> Any:
+    """Built once per table, like `_page_statement`; an index range of the rows after `:after`
+    (none, for a poller that is up to date)."""
+    return (
+        select(Job.attempt, Job.status, func.count(key), func.max(key), func.max(table.created_at))
+        .outerjoin(
+            table,
+            and_(
+                table.job_id == Job.id,
+                _attempt_rows(table, key),
+                key > bindparam(after),
+            ),
+        )
+        .where(Job.id == bindparam("job_id"), Job.owner_id == bindparam("owner_id"))
+        .group_by(Job.id, Job.attempt, Job.status)
+    )
+
+
+_METRICS_STATE = {
+    "epoch": _state_statement(Metric, Metric.epoch, "after"),
+    "step": _state_statement(MetricStep, MetricStep.step, "after"),
+}
+
+
+def metrics_state(
+    session: Session,
+    job_id: str,
+    owner_id: int,
+    granularity: str,
+    *,
+    after: int = -1,
+    attempt: int | None = None,
+) -> MetricsState | None:
+    """The `MetricsState` of the owner's job's `granularity` rows (`epoch` or `step`) of
+    `attempt` (default: the effective history) after index `after`, in one query; None if no
+    such job."""
+    params = {"job_id": job_id, "owner_id": owner_id, "attempt": attempt, "after": after}
+    row = session.execute(_METRICS_STATE[granularity], params).first()
+    return None if row is None else MetricsState(*row)
+
+
+def job_status_counts(session: Session) -> dict[str, int]:
+    """How many jobs are in each status (statuses without jobs are absent)."""
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+    return {status: count for status, count in rows}
+
+
+def workers_seen_since(session: Session, since: datetime) -> int:
+    """Distinct workers running a job whose heartbeat (`updated_at`) is newer than `since`."""
+    stmt = select(func.count(func.distinct(Job.worker))).where(
+        Job.status == JobStatus.RUNNING, Job.worker.is_not(None), Job.updated_at >= since
+    )
+    return session.scalar(stmt) or 0
+
+
+def metric_row_counts(session: Session) -> dict[str, int]:
+    """Metric rows stored: `{"epoch": n, "step": m}`."""
+    epoch = session.scalar(select(func.count()).select_from(Metric)) or 0
+    step = session.scalar(select(func.count()).select_from(MetricStep)) or 0
+    return {"epoch": epoch, "step": step}

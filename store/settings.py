@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,21 @@ class Settings(BaseSettings):
         alias="TRAINCTL_STREAM_POLL_SECONDS",
         description="how often the metrics stream polls the database",
     )
+    # Observability (`docs/observability.md`).
+    auth_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=1.0,
+        alias="TRAINCTL_AUTH_CACHE_SECONDS",
+        description="how long an API process reuses an API key's owner before asking the "
+        "database again; a revoked key stops working within this (at most 1 s; 0: no cache)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        alias="TRAINCTL_LOG_FORMAT",
+        description="`json`: the API and the workers log one JSON object per line (time, "
+        "level, logger, message, job_id where known)",
+    )
     # How a worker supervises a run (`worker.runner.RunnerOptions`).
     poll_seconds: float = Field(
         default=0.25,
@@ -79,6 +95,57 @@ class Settings(BaseSettings):
         alias="TRAINCTL_STALE_AFTER_SECONDS",
         description="a running job whose heartbeat is older than this lost its worker and is "
         "requeued",
+    )
+
+    # Reliability and quotas (`docs/reliability.md`).
+    max_queued_per_owner: int = Field(
+        default=100,
+        ge=1,
+        alias="TRAINCTL_MAX_QUEUED_PER_OWNER",
+        description="queued jobs one owner may have; a submit or retry beyond it is a 429",
+    )
+    max_running_per_owner: int = Field(
+        default=8,
+        ge=1,
+        alias="TRAINCTL_MAX_RUNNING_PER_OWNER",
+        description="running jobs one owner may have; a worker leaves the owner's next job "
+        "queued (its message retried later) until one of them finishes",
+    )
+    quota_retry_after_seconds: int = Field(
+        default=30,
+        ge=1,
+        alias="TRAINCTL_QUOTA_RETRY_AFTER_SECONDS",
+        description="the Retry-After of a 429, and how long a worker waits before trying "
+        "again a job held back by the running-jobs limit",
+    )
+    claim_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        alias="TRAINCTL_CLAIM_RETRY_MAX_SECONDS",
+        description="the longest back-off between a worker's tries to claim a job while the "
+        "database is unreachable (1 s, 2 s, 4 s, ... up to this)",
+    )
+    redispatch_after_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        alias="TRAINCTL_REDISPATCH_AFTER_SECONDS",
+        description="a job queued this long since it was last sent to the broker is sent "
+        "again by the sweep (a lost message; a duplicate delivery is a no-op)",
+    )
+    db_outage_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        alias="TRAINCTL_DB_OUTAGE_SECONDS",
+        description="how long a worker supervising a run rides out an unreachable database "
+        "(metrics buffered, writes retried) before it gives the run up",
+    )
+    # Job groups (`docs/sweeps.md`).
+    max_group_members: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        alias="TRAINCTL_MAX_GROUP_MEMBERS",
+        description="the most members a sweep (POST /groups) may expand to; more is a 422",
     )
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -14,8 +15,11 @@ from typing import Annotated, Literal
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.coalesce import ReadCoalescer
 from api.deps import (
     JOB_NOT_FOUND,
     CurrentOwner,
@@ -32,6 +36,7 @@ from store import queries
 from store.keys import OwnerRef
 from store.models import FINISHED_STATUSES, Job, JobStatus
 from store.paths import owner_upload_dir, resolve_inside
+from store.redact import known_places, redact
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,11 +46,105 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 QUEUE_UNAVAILABLE = "job queue unavailable; the job was not queued"
 KEEPALIVE_SECONDS = 15.0
 MAX_INT = 2**31 - 1  # epochs and attempts are 32-bit integers in the database
+QUEUE_FAILED = "could not queue the job: the job queue was unavailable"  # stored in `error`
+IDEMPOTENCY_REUSED = (
+    "Idempotency-Key {key!r} was used for job {job} with another spec; send a new key for a "
+    "new job, or the same spec to get that job"
+)
+
+
+class QuotaPublic(BaseModel):
+    """The owner's queued and running jobs and their limits."""
+
+    queued: int
+    max_queued: int
+    running: int
+    max_running: int
+
+
+class DryRunPublic(BaseModel):
+    """`POST /jobs?dry_run=true`: the spec as it would run (every default filled in), checked
+    as a submit checks it; nothing is stored or queued."""
+
+    dry_run: bool = True
+    family: str
+    name: str
+    spec: dict[str, object]
+    quota: QuotaPublic
+
+
+def _quota(session: Session, settings: Settings, owner_id: int) -> QuotaPublic:
+    counts = queries.owner_job_counts(session, owner_id)
+    return QuotaPublic(
+        queued=counts[JobStatus.QUEUED],
+        max_queued=settings.max_queued_per_owner,
+        running=counts[JobStatus.RUNNING],
+        max_running=settings.max_running_per_owner,
+    )
+
+
+def _check_queued_limit(session: Session, settings: Settings, owner_id: int) -> None:
+    """429 with `Retry-After` if the owner's queued jobs are at `TRAINCTL_MAX_QUEUED_PER_OWNER`.
+    (Two submits racing may both pass at the limit: a soft cap, off by at most the API's
+    threads.)"""
+    quota = _quota(session, settings, owner_id)
+    if quota.queued >= quota.max_queued:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"you have {quota.queued} queued jobs; the limit is {quota.max_queued} "
+            "queued jobs per owner (TRAINCTL_MAX_QUEUED_PER_OWNER); submit again once some "
+            "have started, or cancel some",
+            headers={"Retry-After": str(settings.quota_retry_after_seconds)},
+        )
+
+
+def public_job(job: Job, settings: Settings, owner: OwnerRef) -> JobPublic:
+    """`JobPublic` of `job` with its `error` as a client may see it: file names relative to the
+    owner's uploads, the data root or the run directory; no other server path, address or
+    traceback (`store.redact`)."""
+    public = JobPublic.model_validate(job)
+    if public.error:
+        places = known_places(
+            settings,
+            upload_dir=owner_upload_dir(settings, owner.name),
+            run_dir=settings.artifact_root / job.run_dir,
+            data_roots=_data_roots(settings),
+        )
+        public.error = redact(public.error, places)
+    return public
+
+
+def _spec_digest(spec_json: dict[str, object]) -> str:
+    return hashlib.sha256(
+        json.dumps(spec_json, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _replay(job: Job, digest: str, key: str) -> None:
+    if job.request_digest != digest:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": "header.Idempotency-Key",
+                    "msg": IDEMPOTENCY_REUSED.format(key=key, job=job.id),
+                }
+            ],
+        )
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic | DryRunPublic,
+    responses={
+        200: {
+            "model": JobPublic | DryRunPublic,
+            "description": "`dry_run=true`: the checked spec, nothing stored; or the job an "
+            "earlier submit with the same `Idempotency-Key` and spec made",
+        },
+        429: {"description": "the owner's queued jobs are at their limit (see `Retry-After`)"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -62,20 +161,70 @@ def create_job(
     session: SessionDep,
     settings: SettingsDep,
     dispatch: DispatchDep,
-) -> JobPublic:
+    response: Response,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="check the spec as a submit does and answer it with every default "
+            "filled in (200), storing and queueing nothing"
+        ),
+    ] = False,  # fmt: skip
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="a client's id for this submit: sent again with the same spec, the "
+            "answer is the job the first one made (200), never a second job; with another "
+            "spec, a 422",
+        ),
+    ] = None,
+) -> JobPublic | DryRunPublic:
     """Submit a job spec (JSON, or YAML with `Content-Type: application/yaml`)."""
     spec_json = spec.model_dump(mode="json")
+    digest = _spec_digest(spec_json)
+    if idempotency_key is not None and not dry_run:
+        earlier = queries.get_job_by_idempotency_key(session, owner.id, idempotency_key)
+        if earlier is not None:
+            _replay(earlier, digest, idempotency_key)
+            response.status_code = status.HTTP_200_OK
+            return public_job(earlier, settings, owner)
     _check_data_paths(session, settings, owner, spec_json)
-    job = queries.create_job(
-        session, owner.id, spec_json, family=spec.family, name=spec.name
-    )  # committed: API sessions autocommit, and a job is queued only once stored
+    if dry_run:
+        response.status_code = status.HTTP_200_OK
+        quota = _quota(session, settings, owner.id)
+        return DryRunPublic(family=spec.family, name=spec.name, spec=spec_json, quota=quota)
+    _check_queued_limit(session, settings, owner.id)
+    try:
+        job = queries.create_job(
+            session,
+            owner.id,
+            spec_json,
+            family=spec.family,
+            name=spec.name,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
+        )  # committed: API sessions autocommit, and a job is queued only once stored
+    except IntegrityError:
+        # The same key in a submit that raced this one: its job is the answer.
+        session.rollback()
+        earlier = (
+            queries.get_job_by_idempotency_key(session, owner.id, idempotency_key)
+            if idempotency_key is not None
+            else None
+        )
+        if earlier is None:
+            raise
+        _replay(earlier, digest, idempotency_key)  # type: ignore[arg-type]
+        response.status_code = status.HTTP_200_OK
+        return public_job(earlier, settings, owner)
     try:
         dispatch(job.id)
-    except Exception as exc:
+    except Exception:
         log.exception("could not queue job %s", job.id)
-        queries.fail_queued_job(session, job.id, f"could not queue the job: {exc}")
+        queries.fail_queued_job(session, job.id, QUEUE_FAILED)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=QUEUE_UNAVAILABLE) from None
-    return JobPublic.model_validate(job)
+    return public_job(job, settings, owner)
 
 
 def _check_data_paths(
@@ -101,7 +250,7 @@ def _check_data_paths(
         top = relative.parts[0]
         if top in uploads:
             path = resolve_inside(owner_upload_dir(settings, owner.name), relative)
-            if path is None or not path.exists():
+            if path is None or not _exists(path):
                 held = _upload_files(settings, owner, top)
                 errors.append(
                     {
@@ -113,7 +262,7 @@ def _check_data_paths(
             continue
         # Only the first part: the API's view of the data roots may lag the workers'; what is
         # under a folder that is there is left to the worker (`DatasetNotFound`).
-        if not roots or any((root / top).exists() for root in roots):
+        if not roots or any(_exists(root / top) for root in roots):
             continue
         yours = ", ".join(sorted(uploads)) or "none"
         errors.append(
@@ -126,6 +275,14 @@ def _check_data_paths(
         )
     if errors:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=errors)
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a name the file system refuses (too long, ...) is not there."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _data_roots(settings: Settings) -> list[Path]:
@@ -148,6 +305,7 @@ def _upload_files(settings: Settings, owner: OwnerRef, name: str) -> list[str]:
 def list_jobs(
     session: SessionDep,
     owner: CurrentOwner,
+    settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     family: str | None = None,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -157,15 +315,17 @@ def list_jobs(
     jobs, count = queries.list_jobs(
         session, owner.id, status=status_, family=family, offset=offset, limit=limit
     )
-    return JobsPublic(data=[JobPublic.model_validate(j) for j in jobs], count=count)
+    return JobsPublic(data=[public_job(j, settings, owner) for j in jobs], count=count)
 
 
 @router.get("/{job_id}")
-def get_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> JobPublic:
+def get_job(
+    job: OwnedJob, session: SessionDep, settings: SettingsDep, owner: CurrentOwner
+) -> JobPublic:
     """The job; a queued one with its `queue_position`; a finished one of an embedding family
     with the `quality` block of its summary (the embeddings' quality metric beside the
     untrained baseline)."""
-    public = JobPublic.model_validate(job)
+    public = public_job(job, settings, owner)
     public.queue_position = queries.queue_position(session, job)
     if job.status in FINISHED_STATUSES:
         summary = read_summary(session, settings, job.id)
@@ -190,9 +350,18 @@ def delete_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> Res
 
 
 @router.post("/{job_id}/retry")
-def retry_job(job: OwnedJob, session: SessionDep, dispatch: DispatchDep) -> JobPublic:
+def retry_job(
+    job: OwnedJob,
+    session: SessionDep,
+    dispatch: DispatchDep,
+    settings: SettingsDep,
+    owner: CurrentOwner,
+) -> JobPublic:
     """Queue a failed or cancelled job again as a new attempt; it resumes from the run's last
-    checkpoint (if any), with the same spec, id and run directory."""
+    checkpoint (if any), with the same spec, id and run directory. 429 (with `Retry-After`)
+    if the owner's queued jobs are at their limit."""
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        _check_queued_limit(session, settings, owner.id)
     if not queries.retry_job(session, job.id):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -200,24 +369,26 @@ def retry_job(job: OwnedJob, session: SessionDep, dispatch: DispatchDep) -> JobP
         )
     try:
         dispatch(job.id)
-    except Exception as exc:
+    except Exception:
         log.exception("could not queue job %s", job.id)
-        queries.fail_queued_job(session, job.id, f"could not queue the job: {exc}")
+        queries.fail_queued_job(session, job.id, QUEUE_FAILED)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=QUEUE_UNAVAILABLE) from None
     session.refresh(job)
-    public = JobPublic.model_validate(job)
+    public = public_job(job, settings, owner)
     public.queue_position = queries.queue_position(session, job)
     return public
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job: OwnedJob, session: SessionDep) -> JobPublic:
+def cancel_job(
+    job: OwnedJob, session: SessionDep, settings: SettingsDep, owner: CurrentOwner
+) -> JobPublic:
     """Cancel a queued job now; ask the worker to stop a running one."""
     cancelled = queries.request_cancel(session, job.id)
     session.refresh(job)
     if not cancelled:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job already finished ({job.status})")
-    return JobPublic.model_validate(job)
+    return public_job(job, settings, owner)
 
 
 Granularity = Literal["epoch", "step"]
@@ -285,33 +456,102 @@ def _metric_rows(
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic | StepMetricsPublic)
-def get_metrics(
+async def get_metrics(
     job_id: str,
-    session: SessionDep,
+    request: Request,
     owner: CurrentOwner,
     granularity: GranularityQuery = "epoch",
     after_epoch: AfterEpochQuery = None,
     after_step: AfterStepQuery = None,
     attempt: Annotated[
-        int | None, Query(ge=1, le=MAX_INT, description="default: the latest")
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_INT,
+            description="one attempt's rows; default: the job's effective history (each "
+            "epoch from the attempt whose checkpoints the job went on from)",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    if_none_match: Annotated[
+        str | None,
+        Header(description="the `ETag` of the last answer: 304 (no body) if nothing changed"),
+    ] = None,
 ) -> Response:
     """Metric rows of one attempt after `after_epoch` (or, with `granularity=step`, after
-    `after_step`), for incremental polling: a `MetricsPublic` (a `StepMetricsPublic`)."""
+    `after_step`), for incremental polling: a `MetricsPublic` (a `StepMetricsPublic`).
+
+    The answer carries an `ETag`; sent back as `If-None-Match`, it makes the answer a 304
+    without a body while the job's attempt and status and the rows the page would hold are
+    unchanged (read with one small query, without the rows).
+
+    Identical requests that arrive together (many dashboards on one job) share their queries
+    (`api.coalesce`); none gets an answer read before it arrived."""
     after = _after(granularity, after_epoch, after_step)
-    found = _metric_rows(
-        session, job_id, owner.id, granularity, after=after, attempt=attempt, limit=limit
-    )
-    if found is None:
+    factory = request.app.state.session_factory
+    reads = _metric_reads(request)
+    page_of = (job_id, owner.id, granularity, after, attempt)
+
+    def read_state() -> queries.MetricsState | None:
+        with factory() as session:
+            return queries.metrics_state(
+                session, job_id, owner.id, granularity, after=after, attempt=attempt
+            )
+
+    def read_body() -> str | None:
+        with factory() as session:
+            found = _metric_rows(
+                session, job_id, owner.id, granularity, after=after, attempt=attempt, limit=limit
+            )
+        if found is None:
+            return None
+        job_attempt, job_status, rows = found
+        data = ",".join(row for _, row in rows)
+        return (
+            f'{{"data":[{data}],"count":{len(rows)},"attempt":{job_attempt},'
+            f'"status":{json.dumps(job_status)}}}'
+        )
+
+    # The state first, then the rows: rows are only added, so the page holds at least what the
+    # tag describes (a row landing between the two reads only costs the next poll a 200).
+    state = await reads.read(("state", *page_of), read_state)
+    if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
-    job_attempt, job_status, rows = found
-    data = ",".join(row for _, row in rows)
-    body = (
-        f'{{"data":[{data}],"count":{len(rows)},"attempt":{job_attempt},'
-        f'"status":{json.dumps(job_status)}}}'
-    )
-    return Response(body, media_type="application/json")
+    etag = metrics_etag(job_id, state)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    body = await reads.read(("page", *page_of, limit), read_body)
+    if body is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _metric_reads(request: Request) -> ReadCoalescer:
+    """The app's coalescer of metrics reads (made on first use, in the event loop)."""
+    reads = getattr(request.app.state, "metric_reads", None)
+    if reads is None:
+        reads = request.app.state.metric_reads = ReadCoalescer()
+    return reads
+
+
+def metrics_etag(job_id: str, state: queries.MetricsState) -> str:
+    """A weak entity tag of a metrics page: the job, its latest attempt and status, and the
+    count, last index and newest write of the rows the page covers."""
+    written = state.written_at.isoformat() if state.written_at is not None else ""
+    text = f"{job_id}|{state.attempt}|{state.status}|{state.rows}|{state.last}|{written}"
+    return f'W/"{hashlib.blake2b(text.encode(), digest_size=12).hexdigest()}"'
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """`If-None-Match` (`*`, or tags separated by commas) against `etag`, by the weak comparison
+    RFC 9110 (13.1.2) prescribes for it."""
+    opaque = etag.removeprefix("W/")
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == opaque:
+            return True
+    return False
 
 
 @router.get("/{job_id}/metrics/stream", response_class=StreamingResponse)
