@@ -24,6 +24,7 @@ FAMILY_PACKAGES: tuple[str, ...] = (
     "graph_transformer",
     "denoising_vae",
     "dt_gcnn",
+    "composed_gnn",
 )
 
 

@@ -74,11 +74,41 @@ def _dt_gcnn() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _composed_gnn() -> dict[str, Any]:
+    # MUTAG, fractions 0.5/0.25/0.25: 94 training graphs (an even count: two ranks need no
+    # padding). layer_norm, not batch_norm: BatchNorm statistics are per rank on CPU. Two heads
+    # on the label (cross-entropy and binary logits) so the loss has two parts.
+    return {
+        "family": "composed_gnn",
+        "name": "contract-composed-gnn",
+        "task": "graph_classification",
+        "data": {"format": "tu", "name": "MUTAG",
+                 "split": {"kind": "fractions", "fractions": [0.5, 0.25, 0.25]}},
+        "model": {
+            "encoder": [
+                {"layer": "gcn", "out": 16},
+                {"layer": "layer_norm"},
+                {"layer": "relu"},
+                {"layer": "gine", "out": 16, "skip": True},
+            ],
+            "pooling": {"ops": ["mean", "max"], "combine": "cat"},
+            "graph_features": {"features": ["num_nodes", "density"], "dims": [8]},
+            "heads": [
+                {"name": "label", "dims": [16]},
+                {"name": "binary", "loss": "bce_logits", "weight": 0.5},
+            ],
+        },
+        "training": {"batch_size": 32, "seed": 3},
+        "optimizer": {"name": "sgd", "lr": 0.05},
+    }  # fmt: skip
+
+
 CONTRACT_SPECS: dict[str, Any] = {
     "graphsage_skipgram": _graphsage,
     "graph_transformer": _graph_transformer,
     "denoising_vae": _denoising_vae,
     "dt_gcnn": _dt_gcnn,
+    "composed_gnn": _composed_gnn,
 }
 
 
