@@ -305,15 +305,22 @@ def _allowed_fields(loc: tuple[Any, ...], data: Any) -> list[str] | None:
             node = node[part] if isinstance(node, list) and part < len(node) else None
             model = _pick_model(candidates, node)
             continue
-        if model is None or part not in model.model_fields:
+        fields = _fields_by_key(model) if model is not None else {}
+        if part not in fields:
             return None
         node = node.get(part) if isinstance(node, dict) else None
-        annotation = model.model_fields[part].annotation
+        annotation = fields[part].annotation
         candidates = [
             a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
         ]
         model = _pick_model(candidates, node) or _pick_by_discriminator(annotation, node)
-    return sorted(model.model_fields) if model is not None else None
+    return sorted(_fields_by_key(model)) if model is not None else None
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key a spec writes (the alias where there is one: `in`, not
+    `in_`)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def _pick_model(models: Iterable[type[BaseModel]], node: Any) -> type[BaseModel] | None:

@@ -75,6 +75,14 @@ def test_unknown_layer_kwarg_lists_the_allowed_kwargs():
     assert "aggr" in error["allowed"] and "normalize" in error["allowed"]
 
 
+def test_an_unknown_encoder_key_lists_the_keys_a_spec_writes():
+    spec = _spec()
+    spec["model"]["encoder"][0]["bogus"] = 1
+    (error,) = _errors(spec)
+    assert error["loc"] == "model.encoder.0.bogus"
+    assert "in" in error["allowed"] and "in_" not in error["allowed"]  # the alias, as written
+
+
 def test_unknown_transform_and_monitor_list_their_registries():
     spec = _spec()
     spec["data"]["transforms"] = [{"name": "mymodule.pre_transform"}]
