@@ -55,7 +55,9 @@ class MetricPublic(BaseModel):
 
 
 class MetricsPublic(BaseModel):
-    """Metric rows of one attempt; `status` tells a poller when to stop."""
+    """Metric rows: the effective history across attempts (each epoch from the latest attempt
+    that reached it), or one attempt's with `?attempt=N`; `status` tells a poller when to
+    stop."""
 
     data: list[MetricPublic]
     count: int

@@ -41,9 +41,11 @@ def artifacts_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium (`/usr/bin/chromium`), shared by the session's tests."""
+    """Headless Chromium (`/usr/bin/chromium`), shared by a module's tests. Module scope, not
+    session: Playwright's sync API runs an asyncio loop in the main thread while it is open,
+    and a later module's `asyncio.run` fails beside it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -158,10 +158,13 @@ def test_ctrl_c_stops_everything_and_the_job_resumes_on_the_next_up(embedded: Em
     job = embedded.api.wait_finished(job_id, JOB_TIMEOUT_S, [embedded.proc])
     assert job["status"] == "succeeded", job["error"]
     assert job["attempt"] == 2
-    page = embedded.api.get(f"/jobs/{job_id}/metrics")
+    page = embedded.api.get(f"/jobs/{job_id}/metrics?attempt=2")  # that attempt's own rows
     epochs = [row["epoch"] for row in page["data"]]
     assert page["attempt"] == 2 and epochs and epochs[-1] == 40
     assert epochs[0] > 1, "attempt 2 started from scratch instead of the last checkpoint"
+    # The default view is the effective history: every epoch once, across the two attempts.
+    history = [row["epoch"] for row in embedded.api.get(f"/jobs/{job_id}/metrics")["data"]]
+    assert history == list(range(1, 41))
 
 
 def _cmdline(p: psutil.Process) -> str:
