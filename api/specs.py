@@ -18,15 +18,16 @@ JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
 
-async def read_spec(request: Request) -> BaseJobSpec:
-    """The validated spec in the body; `SpecError` (422) lists every bad field."""
+async def read_body(request: Request, what: str = "spec") -> tuple[bytes, bool]:
+    """The request body (at most `MAX_SPEC_BYTES`) and whether it is JSON (else YAML); 415 for
+    another content type, 413 past the limit, both naming `what` the body should be."""
     content_type = request.headers.get("content-type", "application/json")
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type not in JSON_TYPES | YAML_TYPES:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             detail=f"unsupported content type {media_type!r}; "
-            "send the spec as application/json or application/yaml",
+            f"send the {what} as application/json or application/yaml",
         )
     body = bytearray()
     async for chunk in request.stream():
@@ -34,9 +35,15 @@ async def read_spec(request: Request) -> BaseJobSpec:
         if len(body) > MAX_SPEC_BYTES:
             raise HTTPException(
                 status.HTTP_413_CONTENT_TOO_LARGE,
-                detail=f"spec too large; the limit is {MAX_SPEC_BYTES} bytes",
+                detail=f"{what} too large; the limit is {MAX_SPEC_BYTES} bytes",
             )
-    return await anyio.to_thread.run_sync(parse_body, bytes(body), media_type in JSON_TYPES)
+    return bytes(body), media_type in JSON_TYPES
+
+
+async def read_spec(request: Request) -> BaseJobSpec:
+    """The validated spec in the body; `SpecError` (422) lists every bad field."""
+    body, is_json = await read_body(request)
+    return await anyio.to_thread.run_sync(parse_body, body, is_json)
 
 
 def parse_body(body: bytes, is_json: bool) -> BaseJobSpec:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from pydantic import ValidationError
 
 from api.schemas import GroupCreate
-from api.specs import JSON_TYPES, MAX_SPEC_BYTES, YAML_TYPES
+from api.specs import read_body
 from core.spec import SpecError, check_depth, parse_spec_text
 from core.spec.sweep import Sweep, parse_sweep, validate_members
 from store.groups import NewMember
@@ -38,26 +38,9 @@ async def read_group(request: Request) -> PreparedGroup:
     """The request's group, expanded and validated; `SpecError` (422) lists every problem:
     the body's fields, the sweep's keys and ranges, the member cap, and every invalid member by
     index with its values and field errors."""
-    content_type = request.headers.get("content-type", "application/json")
-    media_type = content_type.partition(";")[0].strip().lower()
-    if media_type not in JSON_TYPES | YAML_TYPES:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            detail=f"unsupported content type {media_type!r}; "
-            "send the group as application/json or application/yaml",
-        )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_SPEC_BYTES:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                detail=f"group request too large; the limit is {MAX_SPEC_BYTES} bytes",
-            )
+    body, is_json = await read_body(request, "group request")
     max_members = request.app.state.settings.max_group_members
-    return await anyio.to_thread.run_sync(
-        prepare_group, bytes(body), media_type in JSON_TYPES, max_members
-    )
+    return await anyio.to_thread.run_sync(prepare_group, body, is_json, max_members)
 
 
 def prepare_group(body: bytes, is_json: bool, max_members: int) -> PreparedGroup:
