@@ -15,7 +15,7 @@ were never paired with the anchor.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -87,6 +87,19 @@ class SickData(Section):
     )
 
 
+def check_split_source(data: Any) -> None:
+    """A text data section's split comes from its `split_column` (kind `own`, set implicitly
+    when only the column is given) or from `split`; ValueError where the two disagree."""
+    if isinstance(data.split, OwnSplit) and data.split_column is None:
+        raise ValueError("data.split.kind is 'own' but data.split_column is not set")
+    if data.split_column is not None and not isinstance(data.split, OwnSplit):
+        if "split" in data.model_fields_set:
+            raise ValueError(
+                "data.split_column is set: use data.split.kind 'own' (or drop split_column)"
+            )
+        data.__dict__["split"] = OwnSplit(kind="own")
+
+
 class ScoredPairsData(Section):
     """A CSV (or TSV: `.tsv`/`.txt` or `delimiter`) of two text columns and a numeric score."""
 
@@ -114,14 +127,7 @@ class ScoredPairsData(Section):
 
     @model_validator(mode="after")
     def _split_source(self) -> ScoredPairsData:
-        if isinstance(self.split, OwnSplit) and self.split_column is None:
-            raise ValueError("data.split.kind is 'own' but data.split_column is not set")
-        if self.split_column is not None and not isinstance(self.split, OwnSplit):
-            if "split" in self.model_fields_set:
-                raise ValueError(
-                    "data.split_column is set: use data.split.kind 'own' (or drop split_column)"
-                )
-            self.__dict__["split"] = OwnSplit(kind="own")
+        check_split_source(self)
         if self.entailment_column is None and self.triplets.positive_min_score is None:
             raise ValueError(
                 "data.triplets.positive_min_score is null and data.entailment_column is not set: "

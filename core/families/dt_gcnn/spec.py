@@ -15,7 +15,7 @@ from core.spec.common import MAX_BATCH, MAX_EPOCHS, BaseJobSpec, Section, Traini
 from core.spec.data import DataPath
 from core.spec.splits import FractionsSplit, OwnSplit
 from core.spec.tasks import MetricForBest
-from core.spec.texts import ScoredPairsData, SickData, TripletsData
+from core.spec.texts import ScoredPairsData, SickData, TripletsData, check_split_source
 
 # --- data: the shared text formats, and texts with class labels -------------------------------
 
@@ -51,14 +51,7 @@ class LabeledTextsData(Section):
 
     @model_validator(mode="after")
     def _split_source(self) -> LabeledTextsData:
-        if isinstance(self.split, OwnSplit) and self.split_column is None:
-            raise ValueError("data.split.kind is 'own' but data.split_column is not set")
-        if self.split_column is not None and not isinstance(self.split, OwnSplit):
-            if "split" in self.model_fields_set:
-                raise ValueError(
-                    "data.split_column is set: use data.split.kind 'own' (or drop split_column)"
-                )
-            self.__dict__["split"] = OwnSplit(kind="own")
+        check_split_source(self)
         return self
 
 
