@@ -181,9 +181,10 @@ class _Drain:
         self.closed = True
 
     def take(self) -> list[bytes]:
-        """What was written since the last take, as written (no copy into one buffer)."""
+        """What was written since the last take, as one chunk (the writer writes many small
+        pieces; each chunk sent from a sync generator costs a worker-thread hop)."""
         parts, self.parts = self.parts, []
-        return parts
+        return [b"".join(parts)] if parts else []
 
 
 CHUNK_BYTES = 8 * 1024 * 1024  # embedding bytes per chunk sent
