@@ -7,6 +7,7 @@ the event loop: a large or deeply nested body cannot delay another request. Nest
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 from fastapi import HTTPException, Request, status
@@ -50,6 +51,12 @@ def parse_body(body: bytes, is_json: bool) -> BaseJobSpec:
     """The validated spec of a JSON or YAML body; SpecError (422) for anything else."""
     if not is_json:
         return load_spec(body)
+    return load_spec(json_mapping(body, "a spec is a mapping of sections"))
+
+
+def json_mapping(body: bytes, expected: str) -> dict[str, Any]:
+    """A JSON body that must be an object, depth-checked; SpecError (422) saying `expected`
+    otherwise."""
     try:
         data = json.loads(body)
     except RecursionError:
@@ -57,8 +64,6 @@ def parse_body(body: bytes, is_json: bool) -> BaseJobSpec:
     except ValueError as exc:
         raise SpecError([{"loc": "", "msg": f"not valid JSON: {exc}"}]) from None
     if not isinstance(data, dict):
-        raise SpecError(
-            [{"loc": "", "msg": f"a spec is a mapping of sections, got {type(data).__name__}"}]
-        )
+        raise SpecError([{"loc": "", "msg": f"{expected}, got {type(data).__name__}"}])
     check_depth(data)
-    return load_spec(data)
+    return data

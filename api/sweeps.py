@@ -16,8 +16,8 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from api.schemas import GroupCreate
-from api.specs import read_body
-from core.spec import SpecError, check_depth, parse_spec_text
+from api.specs import json_mapping, read_body
+from core.spec import SpecError, parse_spec_text
 from core.spec.sweep import Sweep, parse_sweep, validate_members
 from store.groups import NewMember
 
@@ -117,19 +117,7 @@ def invalid_members(failures: list[dict[str, Any]], size: int) -> list[dict[str,
 
 def _parse(body: bytes, is_json: bool) -> dict[str, Any]:
     if is_json:
-        try:
-            data = json.loads(body)
-        except RecursionError:
-            raise SpecError([{"loc": "", "msg": "not valid JSON: nested too deeply"}]) from None
-        except ValueError as exc:
-            raise SpecError([{"loc": "", "msg": f"not valid JSON: {exc}"}]) from None
-        if not isinstance(data, dict):
-            raise SpecError(
-                [{"loc": "", "msg": "a group request is a mapping with `spec` and `sweep`, got "
-                  f"{type(data).__name__}"}]
-            )  # fmt: skip
-        check_depth(data)
-        return data
+        return json_mapping(body, "a group request is a mapping with `spec` and `sweep`")
     data = parse_spec_text(body)  # safe YAML: no tags (`!sweep`, `!pyobject`), no aliases
     # YAML's dates and timestamps as their text: what is stored (the base spec, each member's
     # sweep values) is plain JSON.
