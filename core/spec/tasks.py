@@ -38,3 +38,20 @@ DEFAULT_METRIC_FOR_BEST: dict[str, tuple[str, Mode]] = {
 class MetricForBest(Section):
     name: Annotated[str, Field(min_length=1)]
     mode: Mode
+
+
+def pick_metric_for_best(
+    chosen: MetricForBest | None, default: tuple[str, Mode], reported: list[str]
+) -> tuple[MetricForBest | None, str | None]:
+    """The run's metric for best: `chosen` if the run reports it (else an error naming the
+    reported metrics); without a choice, `default` if reported, else `val_loss` (min).
+    Returns `(metric, error)`: a metric to fill in when none was chosen, or an error."""
+    if chosen is None:
+        name, mode = default if default[0] in reported else ("val_loss", "min")
+        return MetricForBest(name=name, mode=mode), None
+    if chosen.name not in reported:
+        return None, (
+            f"metric_for_best.name {chosen.name!r} is not reported; choose one of "
+            f"{', '.join(reported)}"
+        )
+    return None, None

@@ -16,10 +16,10 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from core.spec.common import BaseJobSpec, Section, TrainingSpec
+from core.spec.common import BaseJobSpec, Mode, Section, TrainingSpec
 from core.spec.data import DataPath, TUData, TUUploadData, ZincData
 from core.spec.splits import FractionsSplit, KFoldSplit, OwnSplit
-from core.spec.tasks import MetricForBest
+from core.spec.tasks import MetricForBest, pick_metric_for_best
 
 Width = Annotated[int, Field(ge=1, le=65_536)]
 Rate = Annotated[float, Field(ge=0, lt=1)]
@@ -680,21 +680,17 @@ class ComposedGnnSpec(BaseJobSpec):
                                   "set a distinct monitors name")  # fmt: skip
                 labels.add((m.head, m.label))  # type: ignore[arg-type]
         reported = self.monitor_names("val")
-        if self.metric_for_best is None:
-            first = heads[0]
-            name, mode = (
-                (f"val_{first}_accuracy", "max")
-                if self.task == "graph_classification"
-                else (f"val_{first}_mae", "min")
-            )
-            if name not in reported:
-                name, mode = "val_loss", "min"
-            self._fill("metric_for_best", MetricForBest(name=name, mode=mode))
-        elif self.metric_for_best.name not in reported:
-            errors.append(
-                f"metric_for_best.name {self.metric_for_best.name!r} is not reported; choose one "
-                f"of {', '.join(reported)}"
-            )
+        first = heads[0]
+        default: tuple[str, Mode] = (
+            (f"val_{first}_accuracy", "max")
+            if self.task == "graph_classification"
+            else (f"val_{first}_mae", "min")
+        )
+        best, error = pick_metric_for_best(self.metric_for_best, default, reported)
+        if best is not None:
+            self._fill("metric_for_best", best)
+        if error is not None:
+            errors.append(error)
         if isinstance(self.data, ComposedZincData) and self.task != "graph_regression":
             errors.append("data.format 'zinc' has regression targets: use task graph_regression")
         if errors:

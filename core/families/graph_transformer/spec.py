@@ -22,6 +22,7 @@ from core.spec.tasks import (
     MetricForBest,
     MetricName,
     TaskName,
+    pick_metric_for_best,
 )
 
 
@@ -109,16 +110,13 @@ class GraphTransformerSpec(BaseJobSpec):
                 )
             self._fill("metrics", list(dict.fromkeys(self.metrics)))
         reported = ["val_loss", *(f"val_{m}" for m in self.metrics)]
-        if self.metric_for_best is None:
-            name, mode = DEFAULT_METRIC_FOR_BEST[self.task]
-            if name not in reported:
-                name, mode = "val_loss", "min"
-            self._fill("metric_for_best", MetricForBest(name=name, mode=mode))
-        elif self.metric_for_best.name not in reported:
-            errors.append(
-                f"metric_for_best.name {self.metric_for_best.name!r} is not reported; choose one "
-                f"of {', '.join(reported)}"
-            )
+        best, error = pick_metric_for_best(
+            self.metric_for_best, DEFAULT_METRIC_FOR_BEST[self.task], reported
+        )
+        if best is not None:
+            self._fill("metric_for_best", best)
+        if error is not None:
+            errors.append(error)
         pe_width = sum(pe.dim for pe in self.positional_encodings)
         if pe_width >= self.model.channels:
             errors.append(
