@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         description="connect and send timeout of every broker call: a broker that accepts "
         "connections but never answers makes POST /jobs a 503 within a few of these",
     )
+    export_formats: list[Literal["csv", "parquet"]] = Field(
+        default=["parquet"],
+        alias="TRAINCTL_EXPORT_FORMATS",
+        description="embedding formats the worker converts a finished job's `.npy` to before "
+        "marking it succeeded (a JSON list, e.g. '[\"parquet\", \"csv\"]'; '[]': none), so "
+        "that their downloads are sent from disk; others are converted at the first download",
+    )
     stream_poll_seconds: float = Field(
         default=0.5,
         gt=0,

@@ -63,6 +63,7 @@ from core.report import (
 )
 from store import queries
 from store.db import session_scope
+from store.exports import job_embeddings, keep_exports
 from store.models import Artifact, Job, JobStatus, Owner
 from store.paths import owner_upload_dir, run_dir
 from store.redact import known_places, redact
@@ -449,6 +450,7 @@ class _Run:
             status = JobStatus.CANCELLED
         elif outcome == 0:
             status = JobStatus.SUCCEEDED
+            self._keep_exports()
         elif outcome == FailureClass.TIMEOUT:
             status, failure = JobStatus.FAILED, FailureClass.TIMEOUT
             error = (
@@ -487,6 +489,18 @@ class _Run:
             "job %s: %s%s", self.job_id, status, f" ({error.splitlines()[0]})" if error else ""
         )
         return status
+
+    def _keep_exports(self) -> None:
+        """The embeddings in the formats `TRAINCTL_EXPORT_FORMATS` names, written beside the
+        run before it is marked succeeded: a finished job's downloads are file reads."""
+        formats = self.ctx.settings.export_formats
+        if not formats:
+            return
+        root = self.ctx.settings.artifact_root
+        sources = self._db("embeddings to keep", job_embeddings, root, self.job_id, wait=True)
+        if sources:
+            log.info("job %s: converting embeddings to %s", self.job_id, ", ".join(formats))
+            keep_exports(sources, formats)
 
     def _places(self) -> list[tuple[Path, str, str]]:
         roots = self._env()["TRAINCTL_DATA_ROOT"].split(os.pathsep)

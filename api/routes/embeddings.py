@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from api.deps import JOB_NOT_FOUND, CurrentOwner, OwnedJob, SessionDep, SettingsDep
 from api.embeddings import EmbeddingIndex, IndexCache, knn_overlap, linear_cka
-from api.files import open_embeddings, row_ids
-from api.routes.files import _artifact_file, _ids_of
+from api.routes.files import _artifact_file
 from store import queries
+from store.exports import ids_of, open_embeddings, row_ids
 from store.models import Job
 from store.settings import Settings
 
@@ -75,7 +75,7 @@ def _index(request: Request, session: Session, settings: Settings, job: Job) -> 
     cache: IndexCache = request.app.state.embedding_indexes
 
     def build() -> EmbeddingIndex:  # on a cache miss only
-        ids_path, id_column = _ids_of(session, settings, artifact)
+        ids_path, id_column = ids_of(session, settings.artifact_root, artifact)
         vectors = np.asarray(open_embeddings(path), dtype=np.float32)  # [rows, dim]
         vectors = vectors.reshape(vectors.shape[0], -1)
         ids = row_ids(ids_path, vectors.shape[0], id_column)  # the one ids reader of downloads

@@ -22,20 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import OwnedJob, SessionDep, SettingsDep
-from api.files import (
-    NpyChunks,
-    cached_export,
-    embeddings_csv,
-    embeddings_parquet,
-    embeddings_safetensors,
-    export_path,
-    open_embeddings,
-    read_upto,
-    row_ids,
-    tail_lines,
-)
+from api.files import read_upto, tail_lines
 from api.schemas import ArtifactPublic, ArtifactsPublic
 from store import queries
+from store.exports import cached_export, converted, export_path, ids_of
 from store.models import FINISHED_STATUSES, Artifact, Job
 from store.paths import resolve_inside
 from store.settings import Settings
@@ -51,10 +41,6 @@ EMBEDDING_MEDIA_TYPES = {
     "parquet": "application/vnd.apache.parquet",
     "safetensors": "application/octet-stream",
 }
-# Runs recorded before artifacts had meta keyed embeddings with an artifact of one of these kinds
-# (and this CSV column); newer ones name theirs in the embeddings' `meta.ids`.
-LEGACY_ID_COLUMNS = {"node_ids": "node_id", "graph_ids": "graph_id"}
-ROW_INDEX_COLUMN = "row"  # the CSV's first column when nothing keys the rows
 
 
 class LargeFileResponse(FileResponse):
@@ -285,9 +271,10 @@ def download_embeddings(
     """The embeddings as `.npy` (float32 [rows, dim]); as CSV (`<id column>,dim_0,...`);
     as Parquet (`<id column>` string, `embedding` fixed-size list of float32); or as
     safetensors (`embeddings` F32 [rows, dim], the ids in its metadata). Safetensors is the
-    file's own bytes behind a header, streamed as read. CSV and Parquet are converted chunk by
-    chunk while the first download is sent, and kept beside the run's files (`exports/`) for
-    the next ones, which are sent from disk like npy."""
+    file's own bytes behind a header, streamed as read. The formats `TRAINCTL_EXPORT_FORMATS`
+    names (default: Parquet) are written by the worker before the job succeeds and sent from
+    disk like npy; CSV (and any conversion not kept yet) is converted chunk by chunk while the
+    first download is sent, and kept beside the run's files (`exports/`) for the next ones."""
     artifact = queries.find_artifact(session, job.id, name=name, kind="embeddings")
     path = _artifact_file(settings, artifact, "embeddings")
     assert artifact is not None
@@ -298,14 +285,8 @@ def download_embeddings(
     kept = export_path(path, format) if format in ("csv", "parquet") else None
     if kept is not None and kept.is_file():
         return LargeFileResponse(kept, media_type=media_type, filename=filename)
-    ids_path, id_column = _ids_of(session, settings, artifact)
-    if format == "csv":
-        body = embeddings_csv(open_embeddings(path), ids_path, id_column)
-    else:
-        emb = NpyChunks(path)
-        ids = row_ids(ids_path, emb.shape[0], id_column)
-        make = embeddings_parquet if format == "parquet" else embeddings_safetensors
-        body = make(emb, ids, id_column)
+    ids_path, id_column = ids_of(session, settings.artifact_root, artifact)
+    body = converted(path, ids_path, id_column, format)
     if kept is not None:
         body = cached_export(body, kept)
     return StreamingResponse(
@@ -313,23 +294,3 @@ def download_embeddings(
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def _ids_of(session: Session, settings: Settings, embeddings: Artifact) -> tuple[Path | None, str]:
-    """The CSV keying the rows of `embeddings` and its id column: the artifact its `meta.ids`
-    names, with that artifact's `meta.id_column`. Runs recorded before artifacts had meta:
-    the job's `node_ids` or `graph_ids` artifact. Without any: (None, "row"), rows keyed by
-    their index."""
-    ids_name = embeddings.meta.get("ids")
-    if isinstance(ids_name, str) and ids_name:
-        ids = queries.find_artifact(session, embeddings.job_id, name=ids_name)
-        if ids is None:
-            log.warning("job %s: ids artifact %r is not recorded", embeddings.job_id, ids_name)
-            return None, ROW_INDEX_COLUMN
-        id_column = ids.meta.get("id_column") or LEGACY_ID_COLUMNS.get(ids.kind, ROW_INDEX_COLUMN)
-        return resolve_inside(settings.artifact_root, ids.path), str(id_column)
-    for kind, id_column in LEGACY_ID_COLUMNS.items():
-        ids = queries.find_artifact(session, embeddings.job_id, kind=kind)
-        if ids is not None:
-            return resolve_inside(settings.artifact_root, ids.path), id_column
-    return None, ROW_INDEX_COLUMN

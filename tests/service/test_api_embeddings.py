@@ -183,7 +183,7 @@ def test_a_conversion_is_kept_for_the_next_download_until_the_source_changes(
 
 
 def test_a_download_left_early_keeps_no_part_file(tmp_path):
-    from api.files import cached_export
+    from store.exports import cached_export
 
     target = tmp_path / "exports" / "emb.1-2.parquet"
     body = cached_export(iter([b"a" * 10, b"b" * 10, b"c"]), target)

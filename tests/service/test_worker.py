@@ -8,6 +8,7 @@ seconds. `tests/test_e2e.py` runs the real core through a real Celery worker.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -565,7 +567,8 @@ def test_an_embeddings_csv_is_keyed_through_the_events_meta(
     auth: dict[str, str],
 ) -> None:
     """A run reports embeddings and the ids keying them by names the service does not know;
-    the API's CSV takes its ids from the artifact the embeddings' `meta.ids` names."""
+    the API's CSV takes its ids from the artifact the embeddings' `meta.ids` names. The worker
+    converts them to Parquet before the job succeeds: that download is a file read."""
     src = tmp_path / "src"
     (src / "out").mkdir(parents=True)
     emb = np.arange(6, dtype=np.float32).reshape(3, 2)  # [sites, dim]
@@ -581,7 +584,14 @@ def test_an_embeddings_csv_is_keyed_through_the_events_meta(
     write_run(src, metrics, [event.to_json() for event in events])
     job_id = new_job(sessions)  # alice's, whose key `auth` holds
     assert replay_run(service_settings, sessions, tmp_path, job_id) == "succeeded"
+    kept = list((service_settings.artifact_root / job_id / "out" / "exports").iterdir())
+    assert [p.suffix for p in kept] == [".parquet"]  # TRAINCTL_EXPORT_FORMATS' default
 
+    response = client.get(f"/jobs/{job_id}/embeddings?format=parquet", headers=auth)
+    assert response.content == kept[0].read_bytes() and "content-length" in response.headers
+    table = pq.read_table(io.BytesIO(response.content))
+    assert table.column("site_id").to_pylist() == ["s-17", "s-4", "s-9"]
+    np.testing.assert_array_equal(np.array(table.column("embedding").to_pylist()), emb)
     text = client.get(f"/jobs/{job_id}/embeddings?format=csv", headers=auth).text
     assert text.splitlines() == ["site_id,dim_0,dim_1", "s-17,0,1", "s-4,2,3", "s-9,4,5"]
     body = json.loads(client.get(f"/jobs/{job_id}/metrics", headers=auth).text)
