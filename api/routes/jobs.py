@@ -492,17 +492,15 @@ async def get_metrics(
     reads = _metric_reads(request)
     page_of = (job_id, owner.id, granularity, after, attempt)
 
-    def read_state() -> queries.MetricsState | None:
-        with factory() as session:
-            return queries.metrics_state(
-                session, job_id, owner.id, granularity, after=after, attempt=attempt
-            )
+    def state_of(session: Session) -> queries.MetricsState | None:
+        return queries.metrics_state(
+            session, job_id, owner.id, granularity, after=after, attempt=attempt
+        )
 
-    def read_body() -> str | None:
-        with factory() as session:
-            found = _metric_rows(
-                session, job_id, owner.id, granularity, after=after, attempt=attempt, limit=limit
-            )
+    def body_of(session: Session) -> str | None:
+        found = _metric_rows(
+            session, job_id, owner.id, granularity, after=after, attempt=attempt, limit=limit
+        )
         if found is None:
             return None
         job_attempt, job_status, rows = found
@@ -512,16 +510,34 @@ async def get_metrics(
             f'"status":{json.dumps(job_status)}}}'
         )
 
+    def read_state() -> queries.MetricsState | None:
+        with factory() as session:
+            return state_of(session)
+
+    def read_body() -> str | None:
+        with factory() as session:
+            return body_of(session)
+
+    def read_both() -> tuple[queries.MetricsState | None, str | None]:
+        with factory() as session:
+            return state_of(session), body_of(session)
+
     # The state first, then the rows: rows are only added, so the page holds at least what the
     # tag describes (a row landing between the two reads only costs the next poll a 200).
-    state = await reads.read(("state", *page_of), read_state)
+    # Without a tag to compare, both are read in one session and one worker-thread hop.
+    if if_none_match is None:
+        state, body = await reads.read(("both", *page_of, limit), read_both)
+    else:
+        state = await reads.read(("state", *page_of), read_state)
+        body = None
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
     etag = metrics_etag(job_id, state)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if if_none_match is not None and etag_matches(if_none_match, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    body = await reads.read(("page", *page_of, limit), read_body)
+    if if_none_match is not None:
+        if etag_matches(if_none_match, etag):
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        body = await reads.read(("page", *page_of, limit), read_body)
     if body is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
     return Response(body, media_type="application/json", headers=headers)
