@@ -21,6 +21,7 @@ from starlette.routing import Match
 from api.dispatch import CeleryDispatcher, Dispatcher
 from api.docs import serve_docs_offline
 from api.embeddings import IndexCache
+from api.fastpoll import MetricsPollFastPath
 from api.observability import install as install_observability
 from api.openapi import document_errors
 from api.routes import datasets, embeddings, files, health, jobs
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(groups_routes.router)  # sweeps as job groups: /groups (docs/sweeps.md)
     app.include_router(ui_routes.router)  # the dashboard at /ui (and / redirecting there)
     serve_docs_offline(app)  # Swagger UI from the swagger-ui-bundle package, not a CDN
+    app.add_middleware(MetricsPollFastPath)  # dashboards' polls without FastAPI's per-request work
     install_observability(app, settings)  # GET /metrics; request counts and latency
     return app
 

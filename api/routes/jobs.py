@@ -18,6 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from api.coalesce import ReadCoalescer
 from api.deps import (
@@ -488,18 +489,39 @@ async def get_metrics(
     Identical requests that arrive together (many dashboards on one job) share their queries
     (`api.coalesce`); none gets an answer read before it arrived."""
     after = _after(granularity, after_epoch, after_step)
-    factory = request.app.state.session_factory
-    reads = _metric_reads(request)
-    page_of = (job_id, owner.id, granularity, after, attempt)
+    answer = await metrics_answer(
+        request.app.state, job_id, owner.id, granularity, after, attempt, limit, if_none_match
+    )
+    if answer is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
+    return answer
+
+
+async def metrics_answer(
+    app_state: State,
+    job_id: str,
+    owner_id: int,
+    granularity: Granularity,
+    after: int,
+    attempt: int | None,
+    limit: int,
+    if_none_match: str | None,
+) -> Response | None:
+    """The answer of `GET /jobs/{job_id}/metrics` for validated parameters (`after`: the
+    polling index, see `_after`): the page with its `ETag`, or a 304; None if the owner has no
+    such job. Shared by the route and its fast path (`api.fastpoll`)."""
+    factory = app_state.session_factory
+    reads = _metric_reads(app_state)
+    page_of = (job_id, owner_id, granularity, after, attempt)
 
     def state_of(session: Session) -> queries.MetricsState | None:
         return queries.metrics_state(
-            session, job_id, owner.id, granularity, after=after, attempt=attempt
+            session, job_id, owner_id, granularity, after=after, attempt=attempt
         )
 
     def body_of(session: Session) -> str | None:
         found = _metric_rows(
-            session, job_id, owner.id, granularity, after=after, attempt=attempt, limit=limit
+            session, job_id, owner_id, granularity, after=after, attempt=attempt, limit=limit
         )
         if found is None:
             return None
@@ -531,7 +553,7 @@ async def get_metrics(
         state = await reads.read(("state", *page_of), read_state)
         body = None
     if state is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
+        return None
     etag = metrics_etag(job_id, state)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if if_none_match is not None:
@@ -539,15 +561,15 @@ async def get_metrics(
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
         body = await reads.read(("page", *page_of, limit), read_body)
     if body is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=JOB_NOT_FOUND)
+        return None
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _metric_reads(request: Request) -> ReadCoalescer:
+def _metric_reads(app_state: State) -> ReadCoalescer:
     """The app's coalescer of metrics reads (made on first use, in the event loop)."""
-    reads = getattr(request.app.state, "metric_reads", None)
+    reads = getattr(app_state, "metric_reads", None)
     if reads is None:
-        reads = request.app.state.metric_reads = ReadCoalescer()
+        reads = app_state.metric_reads = ReadCoalescer()
     return reads
 
 
