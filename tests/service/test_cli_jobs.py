@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -83,49 +82,73 @@ def write_outputs(sessions, settings: Settings, job_id: str, epochs: int = 2) ->
 # --- following a job ----------------------------------------------------------------------------
 
 
+class LiveOutput:
+    """A command's output lines as it writes them (a reader thread), to wait for one."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._seen:
+                self.lines.append(line.rstrip("\n"))
+                self._seen.notify_all()
+
+    def wait_for(self, prefix: str, timeout: float = 30) -> str:
+        """The first line starting with `prefix`, once the command has written it."""
+        with self._seen:
+            found = self._seen.wait_for(
+                lambda: (
+                    any(line.startswith(prefix) for line in self.lines)
+                    or self.proc.poll() is not None
+                ),
+                timeout,
+            )
+            match = [line for line in self.lines if line.startswith(prefix)]
+        assert found and match, f"no line {prefix!r} in {self.lines}"
+        return match[0]
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code, "\n".join(self.lines) + "\n"
+
+
 def test_follow_shows_queue_position_phases_epochs_and_the_result(
-    cli, sessions, service_settings: Settings, tmp_path: Path
+    cli, api_url: str, api_key: str, sessions, service_settings: Settings, tmp_path: Path
 ) -> None:
     ahead = new_job(sessions)  # someone else's job is ahead in the queue
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({**VALID_SPEC, "training": {"epochs": 3}}))
-    outcome: dict[str, Any] = {}
-    follower = threading.Thread(
-        target=lambda: outcome.update(result=cli("submit", str(spec), "--follow"))
-    )
-    follower.start()
-
-    def job_of_submit() -> str:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with session_scope(sessions) as session:
-                owner_id = get_or_create_owner(session, "alice").id
-                jobs, _ = queries.list_jobs(session, owner_id)
-            ids = [j.id for j in jobs if j.id != ahead]
-            if ids:
-                return ids[0]
-            time.sleep(0.05)
-        pytest.fail("the job was not submitted")
-
-    job_id = job_of_submit()
-    pause = 0.4  # the stream polls every 0.02 s: each state is seen
-    time.sleep(pause)
+    env = {"TRAINCTL_URL": api_url, "TRAINCTL_API_KEY": api_key}
+    follower = LiveOutput([sys.executable, "-m", "cli.main", "submit", str(spec), "--follow"], env)
+    # Each change is made once the follower has shown the state before it: no state is
+    # missed however slow the machine.
+    job_id = follower.wait_for("")  # the first line: the job's id
+    follower.wait_for("queued (position 2)")
     with session_scope(sessions) as session:
         queries.request_cancel(session, ahead)  # it leaves the queue: ours is next
-    time.sleep(pause)
+    follower.wait_for("queued (position 1)")
     claim(sessions, job_id)
+    follower.wait_for("running: starting")
     for phase in ("loading data", "training"):
-        time.sleep(pause)
         with session_scope(sessions) as session:
             queries.set_phase(session, job_id, phase)
-    time.sleep(pause)
+        follower.wait_for(f"running: {phase}")
     write_outputs(sessions, service_settings, job_id)
     finish(sessions, job_id, "succeeded")
-    follower.join(30)
+    code, output = follower.finish()
 
-    result = outcome["result"]
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    assert code == 0, output
+    lines = output.splitlines()
     assert lines[0] == job_id
     shown = [line for line in lines if line.startswith(("queued", "running"))]
     assert shown == [
@@ -134,12 +157,12 @@ def test_follow_shows_queue_position_phases_epochs_and_the_result(
         "running: starting",
         "running: loading data",
         "running: training (3 epochs)",
-    ], result.output
+    ], output
     assert [line.split()[:2] for line in lines if line.startswith("epoch")] == [
         ["epoch", "1"],
         ["epoch", "2"],
     ]
-    block = result.output[result.output.index("result:") : result.output.index("job ")]
+    block = output[output.index("result:") : output.index("job ")]
     assert "stopped early at epoch 2 of 3" in block
     assert "best:       epoch 1, val_loss 0.8213 (checkpoints/best-epoch-0001.pt" in block
     assert "test (best checkpoint): probe_test_acc=0.821" in block
