@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from core.spec.common import MAX_BATCH, MAX_EPOCHS, BaseJobSpec, Section, TrainingSpec
+from core.spec.common import MAX_BATCH, MAX_EPOCHS, BaseJobSpec, Mode, Section, TrainingSpec
 from core.spec.data import DataPath
 from core.spec.splits import FractionsSplit, OwnSplit
-from core.spec.tasks import MetricForBest
+from core.spec.tasks import MetricForBest, pick_metric_for_best
 from core.spec.texts import ScoredPairsData, SickData, TripletsData, check_split_source
 
 # --- data: the shared text formats, and texts with class labels -------------------------------
@@ -377,23 +377,20 @@ class DtGcnnSpec(BaseJobSpec):
                 "scheduler (cosine, step, plateau) or curriculum.stages 1"
             )
         errors = self._strategy_errors()
+        default: tuple[str, Mode] = (
+            ("val_spearman", "max")
+            if self.has_pairs
+            else ("val_recall_at_1", "max")
+            if self.has_labels
+            else ("val_loss", "min")
+        )
+        chosen, error = pick_metric_for_best(self.metric_for_best, default, self.reported_metrics())
+        if error is not None:
+            errors.append(error)
         if errors:
             raise ValueError("; ".join(errors))
-        reported = self.reported_metrics()
-        if self.metric_for_best is None:
-            best = (
-                ("val_spearman", "max")
-                if self.has_pairs
-                else ("val_recall_at_1", "max")
-                if self.has_labels
-                else ("val_loss", "min")
-            )
-            self.__dict__["metric_for_best"] = MetricForBest(name=best[0], mode=best[1])
-        elif self.metric_for_best.name not in reported:
-            raise ValueError(
-                f"metric_for_best.name {self.metric_for_best.name!r} is not reported; choose "
-                f"one of {', '.join(reported)}"
-            )
+        if chosen is not None:
+            self.__dict__["metric_for_best"] = chosen
         best = self.metric_for_best
         assert best is not None
         self.monitor_by_default(best.name, best.mode)  # unless they name their own
