@@ -514,54 +514,40 @@ async def metrics_answer(
     reads = _metric_reads(app_state)
     page_of = (job_id, owner_id, granularity, after, attempt)
 
-    def state_of(session: Session) -> queries.MetricsState | None:
-        return queries.metrics_state(
-            session, job_id, owner_id, granularity, after=after, attempt=attempt
-        )
-
-    def body_of(session: Session) -> str | None:
-        found = _metric_rows(
-            session, job_id, owner_id, granularity, after=after, attempt=attempt, limit=limit
-        )
+    def read(with_rows: bool) -> tuple[queries.MetricsState | None, str | None]:
+        """The page's state and, `with_rows`, its body: one session, one worker-thread hop.
+        The state is read first: rows are only added, so the body holds at least what the
+        tag describes (a row landing between the two reads only costs the next poll a 200)."""
+        with factory() as session:
+            state = queries.metrics_state(
+                session, job_id, owner_id, granularity, after=after, attempt=attempt
+            )
+            if state is None or not with_rows:
+                return state, None
+            found = _metric_rows(
+                session, job_id, owner_id, granularity, after=after, attempt=attempt, limit=limit
+            )
         if found is None:
-            return None
+            return None, None
         job_attempt, job_status, rows = found
         data = ",".join(row for _, row in rows)
-        return (
+        return state, (
             f'{{"data":[{data}],"count":{len(rows)},"attempt":{job_attempt},'
             f'"status":{json.dumps(job_status)}}}'
         )
 
-    def read_state() -> queries.MetricsState | None:
-        with factory() as session:
-            return state_of(session)
-
-    def read_body() -> str | None:
-        with factory() as session:
-            return body_of(session)
-
-    def read_both() -> tuple[queries.MetricsState | None, str | None]:
-        with factory() as session:
-            return state_of(session), body_of(session)
-
-    # The state first, then the rows: rows are only added, so the page holds at least what the
-    # tag describes (a row landing between the two reads only costs the next poll a 200).
-    # Without a tag to compare, both are read in one session and one worker-thread hop.
-    if if_none_match is None:
-        state, body = await reads.read(("both", *page_of, limit), read_both)
-    else:
-        state = await reads.read(("state", *page_of), read_state)
-        body = None
-    if state is None:
-        return None
-    etag = metrics_etag(job_id, state)
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if if_none_match is not None:
+    if if_none_match is not None:  # a small query without the rows first: most polls end here
+        state, _ = await reads.read(("state", *page_of), lambda: read(False))
+        if state is None:
+            return None
+        etag = metrics_etag(job_id, state)
         if etag_matches(if_none_match, etag):
+            headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-        body = await reads.read(("page", *page_of, limit), read_body)
-    if body is None:
+    state, body = await reads.read(("page", *page_of, limit), lambda: read(True))
+    if state is None or body is None:
         return None
+    headers = {"ETag": metrics_etag(job_id, state), "Cache-Control": "private, no-cache"}
     return Response(body, media_type="application/json", headers=headers)
 
 
