@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -346,7 +346,6 @@ def converted(
 class EmbeddingsSource(NamedTuple):
     """An embeddings artifact's file and what keys its rows."""
 
-    name: str
     npy_path: Path
     ids_path: Path | None
     id_column: str
@@ -358,16 +357,19 @@ def job_embeddings(session: Session, artifact_root: Path, job_id: str) -> list[E
     for artifact in queries.list_artifacts(session, job_id, kind="embeddings"):
         npy_path = resolve_inside(artifact_root, artifact.path)
         if npy_path.is_file():
-            sources.append(
-                EmbeddingsSource(artifact.name, npy_path, *ids_of(session, artifact_root, artifact))
-            )
+            sources.append(EmbeddingsSource(npy_path, *ids_of(session, artifact_root, artifact)))
     return sources
 
 
-def keep_exports(sources: Sequence[EmbeddingsSource], formats: Sequence[str]) -> list[Path]:
+def keep_exports(
+    sources: Sequence[EmbeddingsSource],
+    formats: Sequence[str],
+    tick: Callable[[], object] = lambda: None,
+) -> list[Path]:
     """Converts each source to each of `formats` (of `KEPT_FORMATS`) not kept yet, and answers
-    the kept files' paths. A conversion that fails (an unreadable file, a full disk) is logged
-    and skipped: a download converts it instead."""
+    the kept files' paths; `tick()` is called after each chunk written (a worker's heartbeat:
+    a large conversion takes seconds per GB). A conversion that fails (an unreadable file, a
+    full disk) is logged and skipped: a download converts it instead."""
     kept = []
     for source in sources:
         for fmt in formats:
@@ -377,7 +379,7 @@ def keep_exports(sources: Sequence[EmbeddingsSource], formats: Sequence[str]) ->
                     started = time.perf_counter()
                     body = converted(source.npy_path, source.ids_path, source.id_column, fmt)
                     for _ in cached_export(body, target):
-                        pass
+                        tick()
                     log.info(
                         "%s as %s kept in %.1f s (%.1f MB)",
                         source.npy_path,

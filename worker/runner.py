@@ -498,9 +498,19 @@ class _Run:
             return
         root = self.ctx.settings.artifact_root
         sources = self._db("embeddings to keep", job_embeddings, root, self.job_id, wait=True)
-        if sources:
-            log.info("job %s: converting embeddings to %s", self.job_id, ", ".join(formats))
-            keep_exports(sources, formats)
+        if not sources:
+            return
+        log.info("job %s: converting embeddings to %s", self.job_id, ", ".join(formats))
+        every = self.ctx.options.heartbeat_seconds
+        next_beat = time.monotonic() + every
+
+        def beat() -> None:  # the orphan sweep must not take a long conversion for a lost job
+            nonlocal next_beat
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + every
+
+        keep_exports(sources, formats, beat)
 
     def _places(self) -> list[tuple[Path, str, str]]:
         roots = self._env()["TRAINCTL_DATA_ROOT"].split(os.pathsep)

@@ -25,7 +25,7 @@ from api.deps import OwnedJob, SessionDep, SettingsDep
 from api.files import read_upto, tail_lines
 from api.schemas import ArtifactPublic, ArtifactsPublic
 from store import queries
-from store.exports import cached_export, converted, export_path, ids_of
+from store.exports import KEPT_FORMATS, cached_export, converted, export_path, ids_of
 from store.models import FINISHED_STATUSES, Artifact, Job
 from store.paths import resolve_inside
 from store.settings import Settings
@@ -282,7 +282,7 @@ def download_embeddings(
         return _download(path, "embeddings.npy")
     filename = f"embeddings.{format}"
     media_type = EMBEDDING_MEDIA_TYPES[format]
-    kept = export_path(path, format) if format in ("csv", "parquet") else None
+    kept = export_path(path, format) if format in KEPT_FORMATS else None
     if kept is not None and kept.is_file():
         return LargeFileResponse(kept, media_type=media_type, filename=filename)
     ids_path, id_column = ids_of(session, settings.artifact_root, artifact)

@@ -194,6 +194,25 @@ def test_a_download_left_early_keeps_no_part_file(tmp_path):
     assert target.read_bytes() == b"xy" and list(target.parent.iterdir()) == [target]
 
 
+def test_keeping_a_conversion_ticks_per_chunk_and_happens_once(tmp_path):
+    import pyarrow.parquet as pq
+
+    from store.exports import EmbeddingsSource, keep_exports
+
+    emb = np.random.default_rng(1).random((12_000, 64), dtype=np.float32)  # 3 MB: 2 row groups
+    np.save(tmp_path / "emb.npy", emb)
+    source = EmbeddingsSource(tmp_path / "emb.npy", None, "row")
+    ticks: list[int] = []
+    (kept,) = keep_exports([source], ["parquet"], lambda: ticks.append(1))
+    assert len(ticks) >= 2  # a worker's heartbeat goes on while a large conversion runs
+    table = pq.read_table(kept)
+    assert table.column("row").to_pylist()[:2] == ["0", "1"]
+    np.testing.assert_array_equal(np.array(table.column("embedding").to_pylist()), emb)
+    before = len(ticks)
+    assert keep_exports([source], ["parquet"], lambda: ticks.append(1)) == [kept]
+    assert len(ticks) == before  # kept already: nothing converted again
+
+
 def test_cli_neighbors_compare_and_download_formats(
     cli, auth, client, sessions, service_settings, emb, tmp_path
 ):
