@@ -24,21 +24,18 @@ scope of the polls it serves, so they are counted under its template like any ot
 from __future__ import annotations
 
 import re
+from typing import get_args
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.routes.jobs import MAX_INT, metrics_answer
+from api.routes.jobs import MAX_PAGE_ROWS, METRICS_QUERY_BOUNDS, Granularity, metrics_answer
 from store.keys import OwnerRef, hash_key
 
 PATH = re.compile(r"/jobs/([^/]+)/metrics")
 ROUTE_PATH = "/jobs/{job_id}/metrics"
 INTEGER = re.compile(r"-?[0-9]{1,10}")
-# Each query parameter the route takes: its bounds (integers) or allowed values.
-BOUNDS = {"after_epoch": (-1, MAX_INT), "after_step": (-1, MAX_INT),
-          "attempt": (1, MAX_INT), "limit": (1, 10_000)}  # fmt: skip
-GRANULARITIES = ("epoch", "step")
-DEFAULT_LIMIT = 10_000
+GRANULARITIES = get_args(Granularity)
 
 
 class MetricsPollFastPath:
@@ -74,9 +71,9 @@ class MetricsPollFastPath:
             return False
         numbers = {}
         for name, text in query.items():
-            if name not in BOUNDS or INTEGER.fullmatch(text) is None:
+            if name not in METRICS_QUERY_BOUNDS or INTEGER.fullmatch(text) is None:
                 return False
-            low, high = BOUNDS[name]
+            low, high = METRICS_QUERY_BOUNDS[name]
             if not low <= (number := int(text)) <= high:
                 return False
             numbers[name] = number
@@ -95,7 +92,7 @@ class MetricsPollFastPath:
                 granularity,
                 numbers.get(f"after_{granularity}", -1),
                 numbers.get("attempt"),
-                numbers.get("limit", DEFAULT_LIMIT),
+                numbers.get("limit", MAX_PAGE_ROWS),
                 None if if_none_match is None else if_none_match.decode("latin-1"),
             )
         except Exception:  # the database is down...: the route's exception handlers answer

@@ -393,16 +393,34 @@ def cancel_job(
 
 
 Granularity = Literal["epoch", "step"]
+MAX_PAGE_ROWS = 10_000  # a metrics page's rows at most (and by default)
+# The bounds of the metrics route's integer query parameters, declared once: the route's
+# `Query` annotations and its fast path (`api.fastpoll`) both read them.
+METRICS_QUERY_BOUNDS = {
+    "after_epoch": (-1, MAX_INT),
+    "after_step": (-1, MAX_INT),
+    "attempt": (1, MAX_INT),
+    "limit": (1, MAX_PAGE_ROWS),
+}
 GranularityQuery = Annotated[
     Granularity,
     Query(description="`epoch`: a row per epoch; `step`: the running training metrics every "
           "`training.log_every_n_steps` optimizer steps"),
 ]  # fmt: skip
+
+
+def _bounds(name: str) -> dict[str, int]:
+    """`ge` and `le` of a metrics query parameter, from `METRICS_QUERY_BOUNDS`."""
+    low, high = METRICS_QUERY_BOUNDS[name]
+    return {"ge": low, "le": high}
+
+
 AfterEpochQuery = Annotated[
-    int | None, Query(ge=-1, le=MAX_INT, description="granularity=epoch: rows after this epoch")
+    int | None,
+    Query(**_bounds("after_epoch"), description="granularity=epoch: rows after this epoch"),
 ]
 AfterStepQuery = Annotated[
-    int | None, Query(ge=-1, le=MAX_INT, description="granularity=step: rows after this step")
+    int | None, Query(**_bounds("after_step"), description="granularity=step: rows after this step")
 ]
 
 
@@ -428,7 +446,7 @@ def _metric_rows(
     *,
     after: int,
     attempt: int | None = None,
-    limit: int = 10_000,
+    limit: int = MAX_PAGE_ROWS,
 ) -> tuple[int, str, list[tuple[int, str]]] | None:
     """(attempt, job status, [(polling index, row as JSON text)]) of the owner's job, the
     index being the epoch or the step; None if no such job.
@@ -467,13 +485,12 @@ async def get_metrics(
     attempt: Annotated[
         int | None,
         Query(
-            ge=1,
-            le=MAX_INT,
+            **_bounds("attempt"),
             description="one attempt's rows; default: the job's effective history (each "
             "epoch from the attempt whose checkpoints the job went on from)",
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    limit: Annotated[int, Query(**_bounds("limit"))] = MAX_PAGE_ROWS,
     if_none_match: Annotated[
         str | None,
         Header(description="the `ETag` of the last answer: 304 (no body) if nothing changed"),
